@@ -1,0 +1,58 @@
+"""Configuration from the environment (prefix ``DGML_``).
+
+Every setting has a default that makes the embedded stack work with nothing configured:
+SQLite and blobs in a per-user data dir, and a Redis server that dgml starts itself there.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("dgml", appauthor=False))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DGML_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    # None means: SQLite file ``dgml.sqlite3`` in the data dir.
+    database_url: str | None = None
+    # None means: an embedded Redis server started in ``<data_dir>/redis`` with AOF on.
+    redis_url: str | None = None
+    # None means: ``<data_dir>/blobs``.
+    blob_dir: Path | None = None
+    # Cap on the body of one upload request (all files of a push together).
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    # Cap on the number of files in one push.
+    max_files_per_version: int = Field(default=1000, gt=0)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    # Page size bounds for listings.
+    page_size_default: int = Field(default=20, gt=0)
+    page_size_max: int = Field(default=100, gt=0)
+
+    @field_validator("data_dir", "blob_dir", mode="after")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'dgml.sqlite3'}"
+
+    @cached_property
+    def resolved_blob_dir(self) -> Path:
+        return self.blob_dir or self.data_dir / "blobs"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.data_dir / "redis"

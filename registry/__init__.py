@@ -1,0 +1,1 @@
+"""The registry: accounts, designs, immutable versions, forks, licences, change requests, blobs."""

@@ -1,0 +1,118 @@
+"""Content-addressed blob store on the filesystem.
+
+A blob lives at ``<root>/<aa>/<bb>/<sha256>``. Writers stream into a temporary file under
+``<root>/tmp`` while hashing, flush it to disk, then rename it into place: a reader never sees a
+partial blob, and identical content is stored once (the second writer drops its temporary file).
+Blobs are immutable; versions refer to them by hash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dgml.errors import PayloadTooLarge
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBlob:
+    sha256: str
+    size: int
+
+
+class BlobWriter:
+    """One blob being written: feed it chunks, then :meth:`commit` or :meth:`abort`."""
+
+    def __init__(self, store: BlobStore, limit: int | None) -> None:
+        self._store = store
+        self._limit = limit
+        self._hash = hashlib.sha256()
+        self.size = 0
+        fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="upload-")
+        self._file = os.fdopen(fd, "wb", buffering=0)
+        self._tmp_path = Path(name)
+        self._done = False
+
+    def write(self, chunk: bytes | memoryview) -> None:
+        self.size += len(chunk)
+        if self._limit is not None and self.size > self._limit:
+            self.abort()
+            raise PayloadTooLarge(
+                f"upload exceeds the limit of {self._limit} bytes", limit=self._limit
+            )
+        self._hash.update(chunk)
+        self._file.write(chunk)
+
+    def commit(self) -> StoredBlob:
+        sha = self._hash.hexdigest()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        final = self._store.path_for(sha)
+        if final.exists():
+            self._tmp_path.unlink(missing_ok=True)
+        else:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self._tmp_path, final)
+        self._done = True
+        return StoredBlob(sha, self.size)
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._file.close()
+        self._tmp_path.unlink(missing_ok=True)
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp_dir = root / "tmp"
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, sha256: str) -> Path:
+        if not SHA256_RE.match(sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+        return self.root / sha256[:2] / sha256[2:4] / sha256
+
+    def exists(self, sha256: str) -> bool:
+        return self.path_for(sha256).is_file()
+
+    def writer(self, limit: int | None = None) -> BlobWriter:
+        return BlobWriter(self, limit)
+
+    def put_bytes(self, data: bytes) -> StoredBlob:
+        writer = self.writer()
+        try:
+            writer.write(data)
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.commit()
+
+    def read_bytes(self, sha256: str) -> bytes:
+        return self.path_for(sha256).read_bytes()
+
+    def clean_tmp(self, older_than_seconds: float = 3600) -> int:
+        """Remove temporary files left by writers that died; returns how many were removed.
+
+        Only files untouched for ``older_than_seconds`` go, so that uploads in progress in
+        other processes sharing the store are left alone.
+        """
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for path in self.tmp_dir.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+        return removed

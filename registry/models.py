@@ -1,0 +1,207 @@
+"""SQLAlchemy models of the registry. The database is the system of record."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from dgml.db import Base, UTCDateTime, utcnow
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(40))
+    # Names are unique without regard to case; the folded form carries the constraint.
+    name_folded: Mapped[str] = mapped_column(String(40), unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # sha256 of the token; the token itself is shown once and never stored.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The first characters of the token, so a person can tell their tokens apart.
+    prefix: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class Design(Base):
+    __tablename__ = "designs"
+    __table_args__ = (UniqueConstraint("owner_id", "name_folded"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    name_folded: Mapped[str] = mapped_column(String(100))
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    license: Mapped[str] = mapped_column(String(64), index=True)
+    archived: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Number of the newest version (0 before the first push). Pushes take the next number by an
+    # atomic increment of this column, so concurrent pushes never get the same number.
+    version_count: Mapped[int] = mapped_column(Integer, default=0)
+    fork_count: Mapped[int] = mapped_column(Integer, default=0)
+    forked_from_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("versions.id", use_alter=True), nullable=True, index=True
+    )
+    # Case-folded name, title, description and tags, for text search on every backend alike.
+    search_text: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    owner: Mapped[User] = relationship(lazy="joined", foreign_keys=[owner_id])
+    tags: Mapped[list[DesignTag]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin", order_by="DesignTag.tag"
+    )
+    maintainers: Mapped[list[DesignMaintainer]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin"
+    )
+    forked_from: Mapped[Version | None] = relationship(
+        foreign_keys=[forked_from_version_id], lazy="joined"
+    )
+
+
+class DesignTag(Base):
+    __tablename__ = "design_tags"
+
+    design_id: Mapped[int] = mapped_column(
+        ForeignKey("designs.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(50), primary_key=True, index=True)
+
+
+class DesignMaintainer(Base):
+    __tablename__ = "design_maintainers"
+
+    design_id: Mapped[int] = mapped_column(
+        ForeignKey("designs.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class Version(Base):
+    __tablename__ = "versions"
+    __table_args__ = (
+        UniqueConstraint("design_id", "number"),
+        UniqueConstraint("design_id", "tag"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    design_id: Mapped[int] = mapped_column(ForeignKey("designs.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    tag: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # ``push`` for an ordinary version, ``fork`` for the first version of a fork (a copy of its
+    # origin), ``merge`` for a version made by accepting a change request.
+    kind: Mapped[str] = mapped_column(String(16), default="push")
+    license: Mapped[str] = mapped_column(String(64))
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    message: Mapped[str] = mapped_column(Text, default="")
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    design: Mapped[Design] = relationship(foreign_keys=[design_id], lazy="joined")
+    author: Mapped[User] = relationship(lazy="joined")
+    files: Mapped[list[VersionFile]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin", order_by="VersionFile.path"
+    )
+    parent_links: Mapped[list[VersionParent]] = relationship(
+        cascade="all, delete-orphan",
+        lazy="selectin",
+        foreign_keys="VersionParent.version_id",
+        order_by="VersionParent.position",
+    )
+
+
+class VersionParent(Base):
+    __tablename__ = "version_parents"
+
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    parent_id: Mapped[int] = mapped_column(ForeignKey("versions.id"), index=True)
+
+    parent: Mapped[Version] = relationship(foreign_keys=[parent_id], lazy="joined")
+
+
+class VersionFile(Base):
+    __tablename__ = "version_files"
+
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    path: Mapped[str] = mapped_column(String(512), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    media_type: Mapped[str] = mapped_column(String(100))
+
+
+class ChangeRequest(Base):
+    __tablename__ = "change_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    design_id: Mapped[int] = mapped_column(ForeignKey("designs.id"), index=True)
+    source_version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"))
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    title: Mapped[str] = mapped_column(String(200))
+    message: Mapped[str] = mapped_column(Text, default="")
+    # open | accepted | declined
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    decision_message: Mapped[str] = mapped_column(Text, default="")
+    merged_version_id: Mapped[int | None] = mapped_column(ForeignKey("versions.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    design: Mapped[Design] = relationship(lazy="joined")
+    source_version: Mapped[Version] = relationship(foreign_keys=[source_version_id], lazy="joined")
+    author: Mapped[User] = relationship(foreign_keys=[author_id], lazy="joined")
+    decided_by: Mapped[User | None] = relationship(foreign_keys=[decided_by_id], lazy="joined")
+    merged_version: Mapped[Version | None] = relationship(
+        foreign_keys=[merged_version_id], lazy="joined"
+    )
+
+
+class DesignEvent(Base):
+    """One line of a design's public activity log."""
+
+    __tablename__ = "design_events"
+    __table_args__ = (Index("ix_design_events_design_id_id", "design_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    design_id: Mapped[int] = mapped_column(ForeignKey("designs.id"))
+    # design.created | design.updated | version.created | fork.created | design.forked |
+    # change_request.opened | change_request.accepted | change_request.declined |
+    # maintainer.added | maintainer.removed
+    kind: Mapped[str] = mapped_column(String(40))
+    actor_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    actor: Mapped[User] = relationship(lazy="joined")
