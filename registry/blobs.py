@@ -51,6 +51,11 @@ class BlobWriter:
         self._hash.update(chunk)
         self._file.write(chunk)
 
+    @property
+    def sha256(self) -> str:
+        """The digest of what was written so far."""
+        return self._hash.hexdigest()
+
     def commit(self) -> StoredBlob:
         sha = self._hash.hexdigest()
         self._file.flush()

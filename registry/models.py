@@ -124,6 +124,11 @@ class Version(Base):
     message: Mapped[str] = mapped_column(Text, default="")
     author_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Everyone credited for this version: its author and the contributors of all its ancestors,
+    # across forks and merges, as ``[{"name": ..., "since": iso time}]`` in order of first
+    # contribution. A version never changes, so neither does this; it is computed once when the
+    # version is written, from the parents' lists.
+    contributors: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
 
     design: Mapped[Design] = relationship(foreign_keys=[design_id], lazy="joined")
     author: Mapped[User] = relationship(lazy="joined")

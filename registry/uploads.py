@@ -41,6 +41,10 @@ class PushForm:
         for _, writer in self.files:
             writer.abort()
 
+    def entries(self) -> list[tuple[str, str, int]]:
+        """``(path, sha256, size)`` of every file, before they are committed."""
+        return [(path, writer.sha256, writer.size) for path, writer in self.files]
+
     def commit(self) -> list[tuple[str, StoredBlob]]:
         """Move every file into the blob store; returns ``(path, blob)`` pairs in upload order."""
         return [(path, writer.commit()) for path, writer in self.files]
@@ -52,7 +56,9 @@ def _content_disposition(value: str) -> tuple[str, dict[str, str]]:
     for key, raw in _PARAM_RE.findall(";" + rest):
         raw = raw.strip()
         if len(raw) >= 2 and raw[0] == raw[-1] == '"':
-            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+            # No unescaping: browsers and curl send a backslash as it is, other clients double
+            # it; either way a backslash stays in the name and the path check refuses it.
+            raw = raw[1:-1]
         params[key.lower()] = raw
     return kind.strip().lower(), params
 

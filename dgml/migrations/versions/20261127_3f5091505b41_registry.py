@@ -158,6 +158,7 @@ def upgrade() -> None:
         sa.Column("message", sa.Text(), nullable=False),
         sa.Column("author_id", sa.Integer(), nullable=False),
         sa.Column("created_at", dgml.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("contributors", sa.JSON(), nullable=False),
         sa.ForeignKeyConstraint(
             ["author_id"], ["users.id"], name=op.f("fk_versions_author_id_users")
         ),

@@ -1,0 +1,132 @@
+"""The app factory: one FastAPI app that mounts every domain's routes.
+
+Infrastructure (engine, sessions, blob store, Redis) is made in the lifespan from the settings
+and kept on ``app.state.services``; every error leaves as ``{"error": ..., "detail": ...}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dgml import __version__
+from dgml.db import make_engine, make_sessionmaker, migrate
+from dgml.deps import Services
+from dgml.errors import DgmlError
+from dgml.settings import Settings
+from registry.api import router as registry_router
+from registry.blobs import BlobStore
+
+log = logging.getLogger("dgml.app")
+
+
+def make_services(settings: Settings, *, run_migrations: bool = True) -> Services:
+    engine = make_engine(settings.resolved_database_url)
+    if run_migrations:
+        migrate(engine)
+    blobs = BlobStore(settings.resolved_blob_dir)
+    blobs.clean_tmp()
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    return Services(settings, engine, make_sessionmaker(engine), blobs, redis)
+
+
+def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = make_services(settings, run_migrations=run_migrations)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            if services.redis is not None:
+                services.redis.close()
+            services.engine.dispose()
+
+    app = FastAPI(
+        title="dgml",
+        version=__version__,
+        summary="Design global, manufacture local: open hardware designs, versions and forks.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(registry_router)
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz(request: Request) -> JSONResponse:
+        """The database and Redis answer."""
+        services: Services = request.app.state.services
+
+        def check() -> dict[str, str]:
+            status = {}
+            try:
+                with services.engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+                status["database"] = "ok"
+            except Exception as exc:  # any driver error means "not ready"
+                status["database"] = f"error: {type(exc).__name__}"
+            if services.redis is None:
+                status["redis"] = "not configured"
+            else:
+                try:
+                    services.redis.ping()
+                    status["redis"] = "ok"
+                except RedisError as exc:
+                    status["redis"] = f"error: {type(exc).__name__}"
+            return status
+
+        status = await run_in_threadpool(check)
+        ready = all(v in ("ok", "not configured") for v in status.values())
+        return JSONResponse({"ready": ready, **status}, status_code=200 if ready else 503)
+
+    return app
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DgmlError)
+    async def _dgml_error(_request: Request, exc: DgmlError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+        field = ".".join(loc) or None
+        detail = f"{field}: {first['msg']}" if field else str(first["msg"])
+        return JSONResponse({"error": "invalid", "detail": detail, "field": field}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+        return JSONResponse(
+            {"error": codes.get(exc.status_code, "http_error"), "detail": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {"error": "internal", "detail": "an unexpected error happened; it has been logged"},
+            status_code=500,
+        )

@@ -1,0 +1,121 @@
+"""The ``dgml`` command line: the root, error handling, and the hub operator's commands.
+
+Errors are one line on stderr and a non-zero exit code (1 for a failure the user can act on,
+2 for bad usage); ``--debug`` or ``DGML_DEBUG=1`` shows the traceback as well.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from dgml.errors import DgmlError
+
+app = typer.Typer(
+    name="dgml",
+    help="Design global, manufacture local: open hardware designs, forks and local fabrication.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+user_app = typer.Typer(
+    help="Accounts on this hub (works on the configured database directly).", no_args_is_help=True
+)
+app.add_typer(user_app, name="user")
+
+out = Console()
+err = Console(stderr=True)
+_state = {"debug": os.environ.get("DGML_DEBUG", "") not in ("", "0")}
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    if debug:
+        _state["debug"] = True
+
+
+def _settings():
+    from dgml.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "DGML_" + "_".join(str(p) for p in first["loc"]).upper()
+        raise DgmlError(f"{name}: {first['msg']}") from None
+
+
+@user_app.command("create")
+def user_create(
+    name: Annotated[str, typer.Argument(help="The account's name.")],
+    admin: Annotated[bool, typer.Option("--admin", help="May create other accounts.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an account and print its API token (shown once) as the last line."""
+    from dgml.db import make_engine, make_sessionmaker, migrate, write_session
+    from registry import accounts
+
+    settings = _settings()
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        migrate(engine)
+        with write_session(make_sessionmaker(engine)) as session:
+            user = accounts.create_user(session, name, is_admin=admin)
+            token = accounts.issue_token(session, user, label="dgml user create")
+    finally:
+        engine.dispose()
+    if as_json:
+        print(json.dumps({"name": name, "is_admin": admin, "token": token}))
+    else:
+        err.print(
+            f"Created {'admin ' if admin else ''}account [bold]{name}[/]. Its token, shown once:"
+        )
+        print(token)
+
+
+@app.command("up")
+def up(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Run the hub on the embedded default until Ctrl-C: the API, SQLite and blobs in the data
+    dir, and a Redis server started here (unless DGML_REDIS_URL names one)."""
+    from dgml.stack import run_stack
+
+    settings = _settings()
+    run_stack(settings, host=host or settings.host, port=settings.port if port is None else port)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.UsageError):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if _state["debug"]:
+            raise
+        message = exc.detail if isinstance(exc, DgmlError) else f"{type(exc).__name__}: {exc}"
+        err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+        sys.exit(2 if isinstance(exc, DgmlError) and exc.status_code == 422 else 1)

@@ -1,0 +1,486 @@
+"""HTTP routes of the registry under ``/api/v1``. Thin: parse, call a service, answer a schema."""
+
+from __future__ import annotations
+
+import posixpath
+import zipfile
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from dgml.db import write_session
+from dgml.deps import Caller, Services, ServicesDep, SessionDep, WriteSessionDep
+from dgml.errors import Forbidden, Invalid, PayloadTooLarge
+from registry import accounts, activity, change_requests, forks, service
+from registry.blobs import BlobStore
+from registry.licences import LICENCES
+from registry.manifest import parse_manifest
+from registry.models import Version
+from registry.schemas import (
+    Attribution,
+    ChangeRequestCreate,
+    ChangeRequestDecision,
+    ChangeRequestPublic,
+    DesignCreate,
+    DesignPublic,
+    DesignUpdate,
+    EventPublic,
+    ForkCreate,
+    Lineage,
+    Page,
+    UserCreate,
+    UserCreated,
+    UserPublic,
+    VersionPublic,
+    VersionSummary,
+)
+from registry.uploads import read_push_form
+
+router = APIRouter(prefix="/api/v1")
+DESIGN = "/designs/{owner}/{name}"
+VERSION = DESIGN + "/versions/{ref}"
+Cursor = Annotated[str | None, Query(description="from the previous page's next_cursor")]
+
+
+def page_size(services: Services, limit: int | None) -> int:
+    if limit is None:
+        return services.settings.page_size_default
+    if limit < 1:
+        raise Invalid("limit must be at least 1", field="limit")
+    return min(limit, services.settings.page_size_max)
+
+
+# --- accounts ---------------------------------------------------------------------------------
+
+
+@router.get("/user", response_model=UserPublic, tags=["accounts"])
+def whoami(caller: Caller, session: SessionDep) -> UserPublic:
+    user = caller.load(session)
+    return UserPublic(name=user.name, is_admin=user.is_admin, created_at=user.created_at)
+
+
+@router.post("/users", response_model=UserCreated, status_code=201, tags=["accounts"])
+def create_user(data: UserCreate, caller: Caller, session: WriteSessionDep) -> UserCreated:
+    if not caller.is_admin:
+        raise Forbidden("only an admin may create accounts")
+    user = accounts.create_user(session, data.name, is_admin=data.admin)
+    token = accounts.issue_token(session, user, label="created by " + caller.name)
+    session.commit()
+    return UserCreated(name=user.name, is_admin=user.is_admin, token=token)
+
+
+@router.get("/users/{user_name}", response_model=UserPublic, tags=["accounts"])
+def get_user(user_name: str, session: SessionDep) -> UserPublic:
+    user = accounts.user_by_name(session, user_name)
+    return UserPublic(name=user.name, is_admin=user.is_admin, created_at=user.created_at)
+
+
+@router.get("/licences", tags=["designs"])
+def list_licences() -> list[dict[str, object]]:
+    """The licences a design may carry, with the terms that bind forks."""
+    return [
+        {
+            "id": lic.id,
+            "name": lic.name,
+            "terms": lic.terms.value,
+            "commercial_use": lic.commercial_use,
+        }
+        for lic in LICENCES.values()
+    ]
+
+
+# --- designs ----------------------------------------------------------------------------------
+
+
+@router.post("/designs", response_model=DesignPublic, status_code=201, tags=["designs"])
+def create_design(data: DesignCreate, caller: Caller, session: WriteSessionDep) -> DesignPublic:
+    design = service.create_design(session, caller.load(session), data)
+    session.commit()
+    return service.design_public(design)
+
+
+@router.get("/designs", response_model=Page[DesignPublic], tags=["designs"])
+def search_designs(
+    services: ServicesDep,
+    session: SessionDep,
+    q: str | None = None,
+    tag: str | None = None,
+    license: str | None = None,
+    owner: str | None = None,
+    cursor: Cursor = None,
+    limit: int | None = None,
+) -> Page[DesignPublic]:
+    return service.search_designs(
+        session,
+        q=q,
+        tag=tag,
+        license=license,
+        owner=owner,
+        cursor=cursor,
+        limit=page_size(services, limit),
+    )
+
+
+@router.get(DESIGN, response_model=DesignPublic, tags=["designs"])
+def get_design(owner: str, name: str, session: SessionDep) -> DesignPublic:
+    return service.design_public(service.get_design(session, owner, name))
+
+
+@router.patch(DESIGN, response_model=DesignPublic, tags=["designs"])
+def update_design(
+    owner: str, name: str, data: DesignUpdate, caller: Caller, session: WriteSessionDep
+) -> DesignPublic:
+    design = service.get_design(session, owner, name)
+    service.update_design(session, design, caller.load(session), data)
+    session.commit()
+    return service.design_public(design)
+
+
+@router.put(DESIGN + "/maintainers/{user_name}", response_model=DesignPublic, tags=["designs"])
+def add_maintainer(
+    owner: str, name: str, user_name: str, caller: Caller, session: WriteSessionDep
+) -> DesignPublic:
+    design = service.get_design(session, owner, name)
+    maintainer = accounts.user_by_name(session, user_name)
+    service.add_maintainer(session, design, caller.load(session), maintainer)
+    session.commit()
+    return service.design_public(design)
+
+
+@router.delete(DESIGN + "/maintainers/{user_name}", response_model=DesignPublic, tags=["designs"])
+def remove_maintainer(
+    owner: str, name: str, user_name: str, caller: Caller, session: WriteSessionDep
+) -> DesignPublic:
+    design = service.get_design(session, owner, name)
+    maintainer = accounts.user_by_name(session, user_name)
+    service.remove_maintainer(session, design, caller.load(session), maintainer)
+    session.commit()
+    return service.design_public(design)
+
+
+@router.get(DESIGN + "/lineage", response_model=Lineage, tags=["forks"])
+def get_lineage(owner: str, name: str, session: SessionDep) -> Lineage:
+    return forks.lineage(session, service.get_design(session, owner, name))
+
+
+@router.get(DESIGN + "/activity", response_model=Page[EventPublic], tags=["designs"])
+def get_activity(
+    owner: str,
+    name: str,
+    services: ServicesDep,
+    session: SessionDep,
+    cursor: Cursor = None,
+    limit: int | None = None,
+) -> Page[EventPublic]:
+    design = service.get_design(session, owner, name)
+    return activity.list_events(session, design, cursor, page_size(services, limit))
+
+
+# --- versions ---------------------------------------------------------------------------------
+
+PUSH_FORM_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "the files; each upload's filename is its path",
+                        },
+                        "manifest": {"type": "string", "description": "JSON object (OKH-LOSH)"},
+                        "message": {"type": "string"},
+                        "tag": {"type": "string"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    DESIGN + "/versions",
+    response_model=VersionPublic,
+    status_code=201,
+    tags=["versions"],
+    openapi_extra=PUSH_FORM_DOC,
+)
+async def push_version(
+    owner: str, name: str, request: Request, caller: Caller, services: ServicesDep
+) -> VersionPublic:
+    """Push a new version. The body streams to disk; nothing is kept unless all of it is good."""
+    settings = services.settings
+
+    def check_rights() -> None:
+        with services.sessions() as session:
+            design = service.get_design(session, owner, name)
+            service.require_maintainer(design, caller.load(session), "push versions")
+
+    await run_in_threadpool(check_rights)
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes:
+        raise PayloadTooLarge(
+            f"upload exceeds the limit of {settings.max_upload_bytes} bytes",
+            limit=settings.max_upload_bytes,
+        )
+    form = await read_push_form(
+        request.stream(),
+        request.headers.get("content-type"),
+        services.blobs,
+        max_bytes=settings.max_upload_bytes,
+        max_files=settings.max_files_per_version,
+    )
+
+    def store() -> VersionPublic:
+        try:
+            manifest = parse_manifest(form.text.get("manifest"))
+            if not form.files:
+                raise Invalid("a version needs at least one file", field="files")
+            with write_session(services.sessions) as session:
+                design = service.get_design(session, owner, name)
+                user = caller.load(session)
+                service.require_maintainer(design, user, "push versions")
+                if design.archived:
+                    raise Invalid(
+                        f"{owner}/{name} is archived: it takes no new versions", field="design"
+                    )
+                version = service.create_version(
+                    session,
+                    design,
+                    user,
+                    form.entries(),
+                    manifest=manifest,
+                    message=form.text.get("message", ""),
+                    tag=form.text.get("tag") or None,
+                )
+                # Blobs go into the store only once the version is sure to be written; the
+                # transaction commits right after, when this block ends.
+                form.commit()
+                return service.version_public(version)
+        finally:
+            form.abort()
+
+    return await run_in_threadpool(store)
+
+
+@router.get(DESIGN + "/versions", response_model=Page[VersionSummary], tags=["versions"])
+def list_versions(
+    owner: str,
+    name: str,
+    services: ServicesDep,
+    session: SessionDep,
+    cursor: Cursor = None,
+    limit: int | None = None,
+) -> Page[VersionSummary]:
+    design = service.get_design(session, owner, name)
+    return service.list_versions(session, design, cursor, page_size(services, limit))
+
+
+def _version(session: Session, owner: str, name: str, ref: str) -> Version:
+    return service.get_version(session, service.get_design(session, owner, name), ref)
+
+
+@router.get(VERSION, response_model=VersionPublic, tags=["versions"])
+def get_version(owner: str, name: str, ref: str, session: SessionDep) -> VersionPublic:
+    return service.version_public(_version(session, owner, name, ref))
+
+
+@router.get(VERSION + "/attribution", response_model=Attribution, tags=["forks"])
+def get_attribution(owner: str, name: str, ref: str, session: SessionDep) -> Attribution:
+    return forks.attribution(_version(session, owner, name, ref))
+
+
+def _immutable(ref: str) -> dict[str, str]:
+    # A version number names the same bytes forever; a tag or "latest" does not.
+    return {"cache-control": "public, max-age=31536000, immutable"} if ref.isdigit() else {}
+
+
+@router.api_route(VERSION + "/files/{path:path}", methods=["GET", "HEAD"], tags=["versions"])
+def get_file(
+    owner: str,
+    name: str,
+    ref: str,
+    path: str,
+    request: Request,
+    services: ServicesDep,
+    session: SessionDep,
+) -> Response:
+    entry = service.get_file(_version(session, owner, name, ref), path)
+    etag = f'"{entry.sha256}"'
+    headers = {"etag": etag, **_immutable(ref)}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    response = FileResponse(
+        services.blobs.path_for(entry.sha256),
+        media_type=entry.media_type,
+        filename=posixpath.basename(entry.path),
+        content_disposition_type="inline",
+        headers=headers,
+    )
+    response.chunk_size = 1024 * 1024
+    return response
+
+
+class _ZipSink:
+    """A write-only file for :class:`zipfile.ZipFile` that hands out what was written so far."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def drain(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts.clear()
+        return data
+
+
+def _zip_stream(blobs: BlobStore, files: list[tuple[str, str]]) -> Iterator[bytes]:
+    sink = _ZipSink()
+    with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        for path, sha in files:
+            with (
+                zf.open(path, mode="w", force_zip64=True) as member,
+                blobs.path_for(sha).open("rb") as source,
+            ):
+                while chunk := source.read(1024 * 1024):
+                    member.write(chunk)
+                    yield sink.drain()
+            yield sink.drain()
+    yield sink.drain()
+
+
+@router.get(VERSION + "/archive.zip", tags=["versions"])
+def get_archive(
+    owner: str, name: str, ref: str, services: ServicesDep, session: SessionDep
+) -> StreamingResponse:
+    version = _version(session, owner, name, ref)
+    files = [(f.path, f.sha256) for f in version.files]
+    filename = f"{version.design.owner.name}-{version.design.name}-v{version.number}.zip"
+    return StreamingResponse(
+        _zip_stream(services.blobs, files),
+        media_type="application/zip",
+        headers={"content-disposition": f'attachment; filename="{filename}"', **_immutable(ref)},
+    )
+
+
+@router.post(VERSION + "/fork", response_model=DesignPublic, status_code=201, tags=["forks"])
+def fork(
+    owner: str,
+    name: str,
+    ref: str,
+    caller: Caller,
+    session: WriteSessionDep,
+    data: ForkCreate | None = None,
+) -> DesignPublic:
+    origin = _version(session, owner, name, ref)
+    design = forks.fork_version(session, origin, caller.load(session), data or ForkCreate())
+    session.commit()
+    return service.design_public(design)
+
+
+# --- change requests --------------------------------------------------------------------------
+
+
+@router.post(
+    DESIGN + "/change-requests",
+    response_model=ChangeRequestPublic,
+    status_code=201,
+    tags=["change requests"],
+)
+def open_change_request(
+    owner: str, name: str, data: ChangeRequestCreate, caller: Caller, session: WriteSessionDep
+) -> ChangeRequestPublic:
+    design = service.get_design(session, owner, name)
+    request = change_requests.open_change_request(session, design, caller.load(session), data)
+    session.commit()
+    return change_requests.change_request_public(request)
+
+
+@router.get(
+    DESIGN + "/change-requests",
+    response_model=Page[ChangeRequestPublic],
+    tags=["change requests"],
+)
+def list_change_requests(
+    owner: str,
+    name: str,
+    services: ServicesDep,
+    session: SessionDep,
+    state: str | None = None,
+    cursor: Cursor = None,
+    limit: int | None = None,
+) -> Page[ChangeRequestPublic]:
+    design = service.get_design(session, owner, name)
+    return change_requests.list_change_requests(
+        session, design, state, cursor, page_size(services, limit)
+    )
+
+
+@router.get(
+    DESIGN + "/change-requests/{request_id}",
+    response_model=ChangeRequestPublic,
+    tags=["change requests"],
+)
+def get_change_request(
+    owner: str, name: str, request_id: int, session: SessionDep
+) -> ChangeRequestPublic:
+    design = service.get_design(session, owner, name)
+    return change_requests.change_request_public(
+        change_requests.get_change_request(session, design, request_id)
+    )
+
+
+@router.post(
+    DESIGN + "/change-requests/{request_id}/accept",
+    response_model=ChangeRequestPublic,
+    tags=["change requests"],
+)
+def accept_change_request(
+    owner: str,
+    name: str,
+    request_id: int,
+    caller: Caller,
+    session: WriteSessionDep,
+    data: ChangeRequestDecision | None = None,
+) -> ChangeRequestPublic:
+    design = service.get_design(session, owner, name)
+    request = change_requests.get_change_request(session, design, request_id)
+    message = data.message if data else ""
+    change_requests.accept(session, request, caller.load(session), message)
+    session.commit()
+    return change_requests.change_request_public(request)
+
+
+@router.post(
+    DESIGN + "/change-requests/{request_id}/decline",
+    response_model=ChangeRequestPublic,
+    tags=["change requests"],
+)
+def decline_change_request(
+    owner: str,
+    name: str,
+    request_id: int,
+    caller: Caller,
+    session: WriteSessionDep,
+    data: ChangeRequestDecision | None = None,
+) -> ChangeRequestPublic:
+    design = service.get_design(session, owner, name)
+    request = change_requests.get_change_request(session, design, request_id)
+    change_requests.decline(session, request, caller.load(session), data.message if data else "")
+    session.commit()
+    return change_requests.change_request_public(request)
