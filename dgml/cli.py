@@ -87,8 +87,11 @@ def up(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
 ) -> None:
-    """Run the hub on the embedded default until Ctrl-C: the API, SQLite and blobs in the data
-    dir, and a Redis server started here (unless DGML_REDIS_URL names one)."""
+    """Run the hub until Ctrl-C (embedded default: SQLite, blobs and Redis in the data dir).
+
+    The API serves on HOST:PORT; a Redis server is started in the data dir unless
+    DGML_REDIS_URL names one, and DGML_DATABASE_URL may name PostgreSQL instead of SQLite.
+    """
     from dgml.stack import run_stack
 
     settings = _settings()
@@ -96,26 +99,16 @@ def up(
 
 
 def main() -> None:
+    """Entry point: usage errors and help are Typer's (exit 2); any other error is one line."""
     try:
-        app(standalone_mode=False)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err.print("aborted")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.UsageError):
-            exc.show()
-            sys.exit(2)
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        app()
+    except DgmlError as exc:
         if _state["debug"]:
             raise
-        message = exc.detail if isinstance(exc, DgmlError) else f"{type(exc).__name__}: {exc}"
-        err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
-        sys.exit(2 if isinstance(exc, DgmlError) and exc.status_code == 422 else 1)
+        err.print(f"[red]error:[/] {exc.detail}", highlight=False, soft_wrap=True)
+        sys.exit(2 if exc.status_code == 422 else 1)
+    except Exception as exc:
+        if _state["debug"]:
+            raise
+        err.print(f"[red]error:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)

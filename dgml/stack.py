@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+from collections.abc import Iterator
 
 import uvicorn
 from rich.console import Console
@@ -14,6 +16,21 @@ from dgml.embedded import EmbeddedRedis
 from dgml.settings import Settings
 
 err = Console(stderr=True)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _Server(uvicorn.Server):
+    """Uvicorn, except that Ctrl-C and SIGTERM end it with exit code 0: a requested stop is a
+    clean stop, and the caller still gets to shut the embedded Redis down in order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def run_stack(settings: Settings, *, host: str, port: int) -> None:
@@ -31,4 +48,4 @@ def run_stack(settings: Settings, *, host: str, port: int) -> None:
         config = uvicorn.Config(
             create_app(settings), host=host, port=port, log_level="info", access_log=False
         )
-        uvicorn.Server(config).run()
+        _Server(config).run()

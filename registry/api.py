@@ -304,7 +304,8 @@ def _immutable(ref: str) -> dict[str, str]:
     return {"cache-control": "public, max-age=31536000, immutable"} if ref.isdigit() else {}
 
 
-@router.api_route(VERSION + "/files/{path:path}", methods=["GET", "HEAD"], tags=["versions"])
+@router.get(VERSION + "/files/{path:path}", tags=["versions"])
+@router.head(VERSION + "/files/{path:path}", include_in_schema=False)
 def get_file(
     owner: str,
     name: str,

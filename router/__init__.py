@@ -1,0 +1,1 @@
+"""The router: fablab directory, geo index, placement of fabrication jobs, orders and offers."""

@@ -1,0 +1,1 @@
+"""The fablab job agent: claims offers over HTTPS, verifies and prepares files, drives machines."""
