@@ -84,7 +84,10 @@ def test_up_serves_the_api_with_embedded_redis_and_stops_cleanly(tmp_path):
     base = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
         [DGML, "up", "--host", "127.0.0.1", "--port", str(port)],
-        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 30
@@ -100,14 +103,24 @@ def test_up_serves_the_api_with_embedded_redis_and_stops_cleanly(tmp_path):
         ready = httpx.get(base + "/readyz").json()
         assert ready == {"ready": True, "database": "ok", "redis": "ok"}
         headers = {"Authorization": f"Bearer {token}"}
-        assert httpx.post(base + "/api/v1/designs", headers=headers, json={
-            "name": "cube", "title": "Calibration cube", "license": "CC0-1.0"}).status_code == 201
-        pushed = httpx.post(base + "/api/v1/designs/alice/cube/versions", headers=headers,
-                            files=[("files", ("cube.stl", mesh("20mm-xyz-cube.stl")))])
+        assert (
+            httpx.post(
+                base + "/api/v1/designs",
+                headers=headers,
+                json={"name": "cube", "title": "Calibration cube", "license": "CC0-1.0"},
+            ).status_code
+            == 201
+        )
+        pushed = httpx.post(
+            base + "/api/v1/designs/alice/cube/versions",
+            headers=headers,
+            files=[("files", ("cube.stl", mesh("20mm-xyz-cube.stl")))],
+        )
         assert pushed.status_code == 201
         assert httpx.get(base + "/api/v1/openapi.json").json()["info"]["title"] == "dgml"
         assert (data_dir / "redis" / "appendonly.aof").exists() or (
-            data_dir / "redis" / "appendonlydir").exists()
+            data_dir / "redis" / "appendonlydir"
+        ).exists()
         assert len(_redis_processes(data_dir)) == 1
     finally:
         proc.send_signal(signal.SIGINT)
@@ -119,8 +132,12 @@ def test_up_serves_the_api_with_embedded_redis_and_stops_cleanly(tmp_path):
         time.sleep(0.1)
     assert _redis_processes(data_dir) == []
     # The data survives a restart.
-    again = subprocess.Popen([DGML, "up", "--port", str(port)], env={**os.environ, **env},
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    again = subprocess.Popen(
+        [DGML, "up", "--port", str(port)],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:

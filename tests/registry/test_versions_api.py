@@ -42,7 +42,9 @@ def stored_blobs(settings) -> list[str]:
 
 def test_push_stores_files_and_serves_them_back(client, alice, design):
     response = push(
-        client, alice, design,
+        client,
+        alice,
+        design,
         [("parts/cube.stl", CUBE), ("box.3mf", mesh("box.3mf"))],
         message="first cut",
         manifest=json.dumps({"function": "holds a shelf", "material": ["PLA", "PETG"]}),
@@ -55,7 +57,10 @@ def test_push_stores_files_and_serves_them_back(client, alice, design):
     assert version["message"] == "first cut"
     files = {f["path"]: f for f in version["files"]}
     assert files["parts/cube.stl"] == {
-        "path": "parts/cube.stl", "sha256": CUBE_SHA, "size": len(CUBE), "media_type": "model/stl",
+        "path": "parts/cube.stl",
+        "sha256": CUBE_SHA,
+        "size": len(CUBE),
+        "media_type": "model/stl",
     }
     assert files["box.3mf"]["media_type"] == "model/3mf"
     assert version["manifest"]["function"] == "holds a shelf"
@@ -67,8 +72,9 @@ def test_push_stores_files_and_serves_them_back(client, alice, design):
     assert got.content == CUBE
     assert got.headers["etag"] == f'"{CUBE_SHA}"'
     assert got.headers["content-type"].startswith("model/stl")
-    again = client.get(design + "/versions/1/files/parts/cube.stl",
-                       headers={"If-None-Match": f'"{CUBE_SHA}"'})
+    again = client.get(
+        design + "/versions/1/files/parts/cube.stl", headers={"If-None-Match": f'"{CUBE_SHA}"'}
+    )
     assert again.status_code == 304
     head = client.head(design + "/versions/1/files/parts/cube.stl")
     assert head.status_code == 200
@@ -121,8 +127,17 @@ def test_versions_cannot_be_changed_or_deleted(client, alice, design):
 
 @pytest.mark.parametrize(
     "path",
-    ["../escape.stl", "parts/../../escape.stl", "/etc/passwd", "parts\\cube.stl",
-     "C:\\parts\\cube.stl", "cube\x00.stl", "parts//cube.stl", "./cube.stl", "parts/"],
+    [
+        "../escape.stl",
+        "parts/../../escape.stl",
+        "/etc/passwd",
+        "parts\\cube.stl",
+        "C:\\parts\\cube.stl",
+        "cube\x00.stl",
+        "parts//cube.stl",
+        "./cube.stl",
+        "parts/",
+    ],
 )
 def test_bad_file_paths_are_refused_and_nothing_is_stored(client, alice, design, settings, path):
     response = push(client, alice, design, [("good.stl", CUBE), (path, b"solid x\nendsolid x\n")])
@@ -143,7 +158,8 @@ def test_raw_nul_byte_in_file_name_is_refused(client, alice, design, settings):
         f"--{boundary}--\r\n"
     ).encode()
     response = client.post(
-        design + "/versions", content=body,
+        design + "/versions",
+        content=body,
         headers={**alice.headers, "content-type": f"multipart/form-data; boundary={boundary}"},
     )
     assert response.status_code == 422
@@ -163,15 +179,18 @@ def test_streamed_upload_without_length_over_the_cap_is_refused(client, alice, d
     boundary = "b0undary"
 
     def body():
-        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
-               'filename="big.stl"\r\n\r\n').encode()
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
+            'filename="big.stl"\r\n\r\n'
+        ).encode()
         chunk = b"\x01" * 65536
         for _ in range(settings.max_upload_bytes // len(chunk) + 2):
             yield chunk
         yield f"\r\n--{boundary}--\r\n".encode()
 
     response = client.post(
-        design + "/versions", content=body(),
+        design + "/versions",
+        content=body(),
         headers={**alice.headers, "content-type": f"multipart/form-data; boundary={boundary}"},
     )
     assert response.status_code == 413
@@ -199,8 +218,11 @@ def test_maintainer_may_push(client, alice, bob, design):
 def test_push_without_token_is_unauthorized(client, design):
     response = client.post(design + "/versions", files=[("files", ("a.stl", CUBE))])
     assert response.status_code == 401
-    wrong = client.post(design + "/versions", files=[("files", ("a.stl", CUBE))],
-                        headers={"Authorization": "Bearer dgml_not-a-token"})
+    wrong = client.post(
+        design + "/versions",
+        files=[("files", ("a.stl", CUBE))],
+        headers={"Authorization": "Bearer dgml_not-a-token"},
+    )
     assert wrong.status_code == 401
 
 
@@ -209,8 +231,10 @@ def test_push_without_token_is_unauthorized(client, design):
     [
         ("{not json", "manifest"),
         ("[1, 2]", "manifest"),
-        ('{"outer-dimensions": {"width": -5, "depth": 1, "height": 1}}',
-         "manifest.outer-dimensions.width"),
+        (
+            '{"outer-dimensions": {"width": -5, "depth": 1, "height": 1}}',
+            "manifest.outer-dimensions.width",
+        ),
         ('{"bom": [{"name": "M3 screw", "quantity": 0}]}', "manifest.bom[0].quantity"),
         ('{"documentation-language": "english please"}', "manifest.documentation-language"),
         ('{"license": "MIT"}', "manifest.license"),
@@ -228,8 +252,12 @@ def test_malformed_manifest_is_refused_naming_the_field(
 
 
 def test_push_without_files_is_refused(client, alice, design):
-    response = client.post(design + "/versions", data={"message": "nothing"},
-                           files=[("manifest", (None, "{}"))], headers=alice.headers)
+    response = client.post(
+        design + "/versions",
+        data={"message": "nothing"},
+        files=[("manifest", (None, "{}"))],
+        headers=alice.headers,
+    )
     assert response.status_code == 422
     assert response.json()["field"] == "files"
 
