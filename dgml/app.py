@@ -108,10 +108,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
-        field = ".".join(loc) or None
-        detail = f"{field}: {first['msg']}" if field else str(first["msg"])
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+        loc = list(first.get("loc", ()))
+        source = str(loc.pop(0)) if loc else "body"  # body, query, path or header
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+        field = path or source
+        if first.get("type") == "json_invalid":
+            field, detail = "body", "the body is not valid JSON"
+        else:
+            detail = f"{field}: {first['msg'].removeprefix('Value error, ')}"
         return JSONResponse({"error": "invalid", "detail": detail, "field": field}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi import Path as FastAPIPath
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -43,6 +44,7 @@ from registry.uploads import read_push_form
 router = APIRouter(prefix="/api/v1")
 DESIGN = "/designs/{owner}/{name}"
 VERSION = DESIGN + "/versions/{ref}"
+RequestId = Annotated[int, FastAPIPath(ge=1, le=2**31 - 1)]
 Cursor = Annotated[str | None, Query(description="from the previous page's next_cursor")]
 
 
@@ -438,7 +440,7 @@ def list_change_requests(
     tags=["change requests"],
 )
 def get_change_request(
-    owner: str, name: str, request_id: int, session: SessionDep
+    owner: str, name: str, request_id: RequestId, session: SessionDep
 ) -> ChangeRequestPublic:
     design = service.get_design(session, owner, name)
     return change_requests.change_request_public(
@@ -454,7 +456,7 @@ def get_change_request(
 def accept_change_request(
     owner: str,
     name: str,
-    request_id: int,
+    request_id: RequestId,
     caller: Caller,
     session: WriteSessionDep,
     data: ChangeRequestDecision | None = None,
@@ -475,7 +477,7 @@ def accept_change_request(
 def decline_change_request(
     owner: str,
     name: str,
-    request_id: int,
+    request_id: RequestId,
     caller: Caller,
     session: WriteSessionDep,
     data: ChangeRequestDecision | None = None,

@@ -169,10 +169,10 @@ def get_licence(licence_id: str, *, field: str = "license") -> Licence:
 
 
 def _same_or_later(origin: Licence, target: Licence, families: set[str]) -> bool:
+    # Within the allowed families the version rule still holds: CC-BY-NC-4.0 may become
+    # CC-BY-NC-SA-4.0, not CC-BY-NC-SA-3.0.
     if target.family not in families:
         return False
-    if target.family != origin.family:
-        return True
     if target.version == origin.version:
         return True
     return origin.later_versions_allowed and target.version > origin.version

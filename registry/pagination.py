@@ -18,6 +18,9 @@ def decode_cursor(cursor: str) -> int:
         kind, _, value = text.partition(":")
         if kind != "id":
             raise ValueError
-        return int(value)
+        number = int(value)
+        if not 0 <= number < 2**63:
+            raise ValueError
+        return number
     except (ValueError, UnicodeDecodeError):
         raise Invalid("the cursor is not one this server gave out", field="cursor") from None

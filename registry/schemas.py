@@ -49,7 +49,7 @@ class DesignRef(BaseModel):
 
     owner: str
     name: str
-    version: int
+    version: int = Field(ge=1, le=2**31 - 1)
 
 
 class UserPublic(BaseModel):

@@ -40,6 +40,8 @@ from registry.schemas import (
     VersionSummary,
 )
 
+MAX_INT32 = 2**31 - 1
+
 # --- looking things up -------------------------------------------------------------------
 
 
@@ -61,6 +63,8 @@ def get_version(session: Session, design: Design, ref: str | int) -> Version:
     if text == "latest":
         query = query.where(Version.number == design.version_count)
     elif text.isdigit():
+        if int(text) > MAX_INT32:
+            raise NotFound(f"no version {text} of {design.owner.name}/{design.name}")
         query = query.where(Version.number == int(text))
     else:
         query = query.where(Version.tag == text)
@@ -101,7 +105,8 @@ def create_design(session: Session, owner: User, data: DesignCreate, **extra: An
         title=data.title,
         description=data.description,
         license=licence.id,
-        tags=[DesignTag(tag=t) for t in data.tags],
+        # Sorted as the relationship loads them, so every answer lists tags in one order.
+        tags=[DesignTag(tag=t) for t in sorted(data.tags)],
         **extra,
     )
     design.search_text = _search_text(design)
@@ -125,7 +130,7 @@ def update_design(session: Session, design: Design, user: User, data: DesignUpda
     if "description" in changed:
         design.description = data.description
     if "tags" in changed:
-        design.tags = [DesignTag(tag=t) for t in data.tags]
+        design.tags = [DesignTag(tag=t) for t in sorted(data.tags)]
     if "archived" in changed:
         design.archived = data.archived
     design.search_text = _search_text(design)
