@@ -26,6 +26,7 @@ from dgml.errors import DgmlError
 from dgml.settings import Settings
 from registry.api import router as registry_router
 from registry.blobs import BlobStore
+from registry.cache import VersionCache
 
 log = logging.getLogger("dgml.app")
 
@@ -37,7 +38,8 @@ def make_services(settings: Settings, *, run_migrations: bool = True) -> Service
     blobs = BlobStore(settings.resolved_blob_dir)
     blobs.clean_tmp()
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
-    return Services(settings, engine, make_sessionmaker(engine), blobs, redis)
+    versions = VersionCache(settings.version_cache_size)
+    return Services(settings, engine, make_sessionmaker(engine), blobs, redis, versions)
 
 
 def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:

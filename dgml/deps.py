@@ -21,6 +21,7 @@ from dgml.errors import Unauthorized
 from dgml.settings import Settings
 from registry.accounts import authenticate
 from registry.blobs import BlobStore
+from registry.cache import VersionCache
 from registry.models import User
 
 
@@ -31,6 +32,7 @@ class Services:
     sessions: sessionmaker[Session]
     blobs: BlobStore
     redis: Redis | None
+    versions: VersionCache
 
 
 def get_services(request: Request) -> Services:

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     # Cap on the number of files in one push.
     max_files_per_version: int = Field(default=1000, gt=0)
+    # Versions whose rendered metadata each API process keeps in memory (they never change).
+    version_cache_size: int = Field(default=4096, ge=0)
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
     # Page size bounds for listings.

@@ -15,9 +15,10 @@ from starlette.concurrency import run_in_threadpool
 
 from dgml.db import write_session
 from dgml.deps import Caller, Services, ServicesDep, SessionDep, WriteSessionDep
-from dgml.errors import Forbidden, Invalid, PayloadTooLarge
+from dgml.errors import Forbidden, Invalid, NotFound, PayloadTooLarge
 from registry import accounts, activity, change_requests, forks, service
 from registry.blobs import BlobStore
+from registry.cache import CachedVersion, cache_entry
 from registry.licences import LICENCES
 from registry.manifest import parse_manifest
 from registry.models import Version
@@ -291,9 +292,26 @@ def _version(session: Session, owner: str, name: str, ref: str) -> Version:
     return service.get_version(session, service.get_design(session, owner, name), ref)
 
 
+async def _cached_version(services: Services, owner: str, name: str, ref: str) -> CachedVersion:
+    """The version's rendered document and file table, from the cache when it is numbered."""
+    number = int(ref) if ref.isdigit() and int(ref) <= service.MAX_INT32 else None
+    if number is not None and (hit := services.versions.get(owner, name, number)) is not None:
+        return hit
+
+    def load() -> CachedVersion:
+        with services.sessions() as session:
+            version = _version(session, owner, name, ref)
+            entry = cache_entry(version, service.version_public(version))
+        services.versions.put(owner, name, version.number, entry)
+        return entry
+
+    return await run_in_threadpool(load)
+
+
 @router.get(VERSION, response_model=VersionPublic, tags=["versions"])
-def get_version(owner: str, name: str, ref: str, session: SessionDep) -> VersionPublic:
-    return service.version_public(_version(session, owner, name, ref))
+async def get_version(owner: str, name: str, ref: str, services: ServicesDep) -> Response:
+    entry = await _cached_version(services, owner, name, ref)
+    return Response(entry.body, media_type="application/json", headers=_immutable(ref))
 
 
 @router.get(VERSION + "/attribution", response_model=Attribution, tags=["forks"])
@@ -308,24 +326,21 @@ def _immutable(ref: str) -> dict[str, str]:
 
 @router.get(VERSION + "/files/{path:path}", tags=["versions"])
 @router.head(VERSION + "/files/{path:path}", include_in_schema=False)
-def get_file(
-    owner: str,
-    name: str,
-    ref: str,
-    path: str,
-    request: Request,
-    services: ServicesDep,
-    session: SessionDep,
+async def get_file(
+    owner: str, name: str, ref: str, path: str, request: Request, services: ServicesDep
 ) -> Response:
-    entry = service.get_file(_version(session, owner, name, ref), path)
-    etag = f'"{entry.sha256}"'
+    entry = await _cached_version(services, owner, name, ref)
+    file = entry.files.get(path)
+    if file is None:
+        raise NotFound(f"version {ref} of {owner}/{name} has no file {path!r}")
+    etag = f'"{file.sha256}"'
     headers = {"etag": etag, **_immutable(ref)}
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
     response = FileResponse(
-        services.blobs.path_for(entry.sha256),
-        media_type=entry.media_type,
-        filename=posixpath.basename(entry.path),
+        services.blobs.path_for(file.sha256),
+        media_type=file.media_type,
+        filename=posixpath.basename(path),
         content_disposition_type="inline",
         headers=headers,
     )

@@ -385,10 +385,3 @@ def list_versions(
     rows = session.scalars(query.order_by(Version.number.desc()).limit(limit + 1)).unique().all()
     next_cursor = encode_cursor(rows[limit - 1].number) if len(rows) > limit else None
     return Page(items=[version_summary(v) for v in rows[:limit]], next_cursor=next_cursor)
-
-
-def get_file(version: Version, path: str) -> VersionFile:
-    for entry in version.files:
-        if entry.path == path:
-            return entry
-    raise NotFound(f"version {version.number} has no file {path!r}")

@@ -1,0 +1,72 @@
+"""An in-process cache of immutable version documents.
+
+A numbered version never changes, and neither do the names it is reached by (designs and
+accounts are never renamed or deleted), so ``owner/name/versions/N`` answers with the same bytes
+forever. Keeping the rendered JSON and the file table of recently read versions lets the hottest
+reads — version metadata and file downloads — skip the database. Tags and ``latest`` are always
+resolved against the database. Each API process has its own cache; they never disagree, because
+what they hold cannot go stale.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from registry.models import Version
+from registry.schemas import VersionPublic
+
+
+@dataclass(frozen=True, slots=True)
+class CachedFile:
+    sha256: str
+    size: int
+    media_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class CachedVersion:
+    body: bytes
+    files: dict[str, CachedFile]
+
+
+def cache_entry(version: Version, public: VersionPublic) -> CachedVersion:
+    return CachedVersion(
+        body=public.model_dump_json().encode(),
+        files={f.path: CachedFile(f.sha256, f.size, f.media_type) for f in version.files},
+    )
+
+
+class VersionCache:
+    """A bounded, thread-safe LRU keyed by ``(owner, name, number)``, names case-folded."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple[str, str, int], CachedVersion] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(owner: str, name: str, number: int) -> tuple[str, str, int]:
+        return owner.casefold(), name.casefold(), number
+
+    def get(self, owner: str, name: str, number: int) -> CachedVersion | None:
+        key = self.key(owner, name, number)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def put(self, owner: str, name: str, number: int, entry: CachedVersion) -> None:
+        if self.capacity <= 0:
+            return
+        key = self.key(owner, name, number)
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
