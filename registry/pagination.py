@@ -19,7 +19,7 @@ def decode_cursor(cursor: str) -> int:
         if kind != "id":
             raise ValueError
         number = int(value)
-        if not 0 <= number < 2**63:
+        if not 0 <= number < 2**31:  # ids are 32-bit integers on every backend
             raise ValueError
         return number
     except (ValueError, UnicodeDecodeError):
