@@ -65,7 +65,9 @@ def test_out_of_range_change_request_id_is_422(client, alice, design):
     assert_error(response, 422, "request_id")
 
 
-@pytest.mark.parametrize("cursor", ["garbage", "A" * 5000, "aWQ6OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5"])
+@pytest.mark.parametrize(
+    "cursor", ["garbage", "A" * 5000, "aWQ6OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5", "aWQ6MjE0NzQ4MzY0OA"]
+)
 def test_foreign_cursors_are_refused(client, design, cursor):
     assert_error(client.get("/api/v1/designs", params={"cursor": cursor}), 422, "cursor")
     assert_error(client.get(design + "/activity", params={"cursor": cursor}), 422, "cursor")
