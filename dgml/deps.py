@@ -35,7 +35,8 @@ class Services:
     versions: VersionCache
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async: a plain attribute read should not cost a trip through the thread pool.
     return request.app.state.services
 
 

@@ -6,6 +6,7 @@ import posixpath
 import zipfile
 from collections.abc import Iterator
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as FastAPIPath
@@ -45,6 +46,8 @@ from registry.uploads import read_push_form
 router = APIRouter(prefix="/api/v1")
 DESIGN = "/designs/{owner}/{name}"
 VERSION = DESIGN + "/versions/{ref}"
+# Files up to this size are read in one go; larger ones stream (and answer Range requests).
+WHOLE_READ_BYTES = 4 * 1024 * 1024
 RequestId = Annotated[int, FastAPIPath(ge=1, le=2**31 - 1)]
 Cursor = Annotated[str | None, Query(description="from the previous page's next_cursor")]
 
@@ -309,8 +312,9 @@ async def _cached_version(services: Services, owner: str, name: str, ref: str) -
 
 
 @router.get(VERSION, response_model=VersionPublic, tags=["versions"])
-async def get_version(owner: str, name: str, ref: str, services: ServicesDep) -> Response:
-    entry = await _cached_version(services, owner, name, ref)
+async def get_version(owner: str, name: str, ref: str, request: Request) -> Response:
+    # The hottest read: no dependencies, so a cache hit costs no trip through the thread pool.
+    entry = await _cached_version(request.app.state.services, owner, name, ref)
     return Response(entry.body, media_type="application/json", headers=_immutable(ref))
 
 
@@ -324,11 +328,16 @@ def _immutable(ref: str) -> dict[str, str]:
     return {"cache-control": "public, max-age=31536000, immutable"} if ref.isdigit() else {}
 
 
+def _inline(filename: str) -> str:
+    if filename.isascii() and '"' not in filename and "\\" not in filename:
+        return f'inline; filename="{filename}"'
+    return f"inline; filename*=utf-8''{quote(filename)}"
+
+
 @router.get(VERSION + "/files/{path:path}", tags=["versions"])
 @router.head(VERSION + "/files/{path:path}", include_in_schema=False)
-async def get_file(
-    owner: str, name: str, ref: str, path: str, request: Request, services: ServicesDep
-) -> Response:
+async def get_file(owner: str, name: str, ref: str, path: str, request: Request) -> Response:
+    services: Services = request.app.state.services
     entry = await _cached_version(services, owner, name, ref)
     file = entry.files.get(path)
     if file is None:
@@ -337,13 +346,13 @@ async def get_file(
     headers = {"etag": etag, **_immutable(ref)}
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
-    response = FileResponse(
-        services.blobs.path_for(file.sha256),
-        media_type=file.media_type,
-        filename=posixpath.basename(path),
-        content_disposition_type="inline",
-        headers=headers,
-    )
+    headers["content-disposition"] = _inline(posixpath.basename(path))
+    blob = services.blobs.path_for(file.sha256)
+    if file.size <= WHOLE_READ_BYTES:
+        # One read in one worker thread; streaming a small file costs more in thread trips.
+        body = await run_in_threadpool(blob.read_bytes)
+        return Response(body, media_type=file.media_type, headers=headers)
+    response = FileResponse(blob, media_type=file.media_type, headers=headers)
     response.chunk_size = 1024 * 1024
     return response
 

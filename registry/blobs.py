@@ -42,14 +42,37 @@ class BlobWriter:
         self._done = False
 
     def write(self, chunk: bytes | memoryview) -> None:
-        self.size += len(chunk)
+        self.count(len(chunk))
+        self.hash_chunk(chunk)
+        self.store_chunk(chunk)
+
+    # The three parts of a write, for callers that hash and store in parallel threads: each of
+    # hash_chunk and store_chunk must see the chunks in order, but they need not wait for each
+    # other (both release the GIL on large chunks).
+
+    def count(self, size: int) -> None:
+        self.size += size
         if self._limit is not None and self.size > self._limit:
             self.abort()
             raise PayloadTooLarge(
                 f"upload exceeds the limit of {self._limit} bytes", limit=self._limit
             )
+
+    def hash_chunk(self, chunk: bytes | memoryview) -> None:
         self._hash.update(chunk)
-        self._file.write(chunk)
+
+    def store_chunk(self, chunk: bytes | memoryview) -> None:
+        view = memoryview(chunk)
+        while view:
+            view = view[self._file.write(view) :]
+
+    def hash_chunks(self, chunks: list[memoryview]) -> None:
+        for chunk in chunks:
+            self._hash.update(chunk)
+
+    def store_chunks(self, chunks: list[memoryview]) -> None:
+        for chunk in chunks:
+            self.store_chunk(chunk)
 
     @property
     def sha256(self) -> str:

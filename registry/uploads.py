@@ -9,11 +9,14 @@ on any error every temporary file is removed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from python_multipart.multipart import MultipartParser
+from starlette.concurrency import run_in_threadpool
 
 from dgml.errors import DgmlError, Invalid, PayloadTooLarge
 from registry.blobs import BlobStore, BlobWriter, StoredBlob
@@ -21,6 +24,7 @@ from registry.paths import check_path
 
 TEXT_FIELDS = {"manifest", "message", "tag"}
 MAX_TEXT_FIELD_BYTES = 1024 * 1024
+BATCH_BYTES = 2 * 1024 * 1024
 _PARAM_RE = re.compile(r';\s*([^=;\s]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 # HTML5 form encoding, which clients such as httpx and browsers use for names in
 # Content-Disposition, writes '"' and control characters as %XX.
@@ -77,6 +81,111 @@ def boundary_from(content_type: str | None) -> bytes:
     return boundary.encode("latin-1")
 
 
+class _FormReader:
+    """The parser's callbacks for one push, and the batches of file bytes they produce.
+
+    Callbacks run inside :meth:`MultipartParser.write` and must not block, so file bytes are
+    gathered into batches of :data:`BATCH_BYTES`; :func:`read_push_form` hashes and writes the
+    batches in worker threads while the next bytes arrive (hashing and writing release the GIL).
+    """
+
+    def __init__(self, store: BlobStore, max_files: int) -> None:
+        self.store = store
+        self.max_files = max_files
+        self.form = PushForm()
+        self.ended = False
+        # Views into the received chunks (immutable bytes), so file bytes are never copied.
+        self.batches: list[tuple[BlobWriter, list[memoryview], int]] = []
+        self._headers: dict[str, str] = {}
+        self._field = bytearray()
+        self._value = bytearray()
+        self._writer: BlobWriter | None = None
+        self._pending: list[memoryview] = []
+        self._pending_size = 0
+        self._text_name: str | None = None
+        self._text = bytearray()
+
+    def callbacks(self) -> dict[str, object]:
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+            "on_header_field": lambda data, start, end: self._field.extend(data[start:end]),
+            "on_header_value": lambda data, start, end: self._value.extend(data[start:end]),
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+            "on_end": self.on_end,
+        }
+
+    def on_part_begin(self) -> None:
+        self._headers.clear()
+        self._writer = None
+        self._text_name = None
+        self._text.clear()
+
+    def on_header_end(self) -> None:
+        name = self._field.decode("latin-1").lower()
+        self._headers[name] = self._value.decode("utf-8", "replace")
+        self._field.clear()
+        self._value.clear()
+
+    def on_headers_finished(self) -> None:
+        kind, params = _content_disposition(self._headers.get("content-disposition", ""))
+        name = params.get("name")
+        if kind != "form-data" or name is None:
+            raise MalformedForm("each part needs Content-Disposition: form-data with a name")
+        if name == "files":
+            self._begin_file(params)
+        elif name in TEXT_FIELDS:
+            if name in self.form.text:
+                raise Invalid(f"form field {name!r} is given twice", field=name)
+            self._text_name = name
+        else:
+            raise Invalid(
+                f"unknown form field {name!r}; expected files, manifest, message or tag", field=name
+            )
+
+    def _begin_file(self, params: dict[str, str]) -> None:
+        if "filename" not in params:
+            raise Invalid("a file part needs a filename: it is the file's path", field="files")
+        path = check_path(_decode_form_name(params["filename"]))
+        if any(existing == path for existing, _ in self.form.files):
+            raise Invalid(f"file {path!r} is given twice", field="files", path=path)
+        if len(self.form.files) >= self.max_files:
+            raise Invalid(f"a version holds at most {self.max_files} files", field="files")
+        self._writer = self.store.writer()
+        self.form.files.append((path, self._writer))
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._writer is not None:
+            self._pending.append(memoryview(data)[start:end])
+            self._pending_size += end - start
+            if self._pending_size >= BATCH_BYTES:
+                self._flush()
+            return
+        self._text += memoryview(data)[start:end]
+        if len(self._text) > MAX_TEXT_FIELD_BYTES:
+            raise Invalid(f"form field {self._text_name!r} is too long", field=self._text_name)
+
+    def _flush(self) -> None:
+        if self._writer is not None and self._pending:
+            self.batches.append((self._writer, self._pending, self._pending_size))
+            self._pending = []
+            self._pending_size = 0
+
+    def on_part_end(self) -> None:
+        self._flush()
+        name = self._text_name
+        if name is not None:
+            try:
+                self.form.text[name] = self._text.decode("utf-8")
+            except UnicodeDecodeError:
+                raise Invalid(f"form field {name!r} is not UTF-8 text", field=name) from None
+
+    def on_end(self) -> None:
+        self.ended = True
+
+
 async def read_push_form(
     chunks: AsyncIterator[bytes],
     content_type: str | None,
@@ -86,87 +195,12 @@ async def read_push_form(
     max_files: int,
 ) -> PushForm:
     """Read a push's form from ``chunks``; raises 400, 413 or 422 with nothing left behind."""
-    form = PushForm()
-    state: dict[str, object] = {}
-    headers: dict[str, str] = {}
-    header_field = bytearray()
-    header_value = bytearray()
-
-    def on_part_begin() -> None:
-        headers.clear()
-        state["writer"] = None
-        state["text_name"] = None
-        state["text"] = bytearray()
-
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        header_field.extend(data[start:end])
-
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        header_value.extend(data[start:end])
-
-    def on_header_end() -> None:
-        headers[header_field.decode("latin-1").lower()] = header_value.decode("utf-8", "replace")
-        header_field.clear()
-        header_value.clear()
-
-    def on_headers_finished() -> None:
-        kind, params = _content_disposition(headers.get("content-disposition", ""))
-        name = params.get("name")
-        if kind != "form-data" or name is None:
-            raise MalformedForm("each part needs Content-Disposition: form-data with a name")
-        if name == "files":
-            if "filename" not in params:
-                raise Invalid("a file part needs a filename: it is the file's path", field="files")
-            path = check_path(_decode_form_name(params["filename"]))
-            if any(existing == path for existing, _ in form.files):
-                raise Invalid(f"file {path!r} is given twice", field="files", path=path)
-            if len(form.files) >= max_files:
-                raise Invalid(f"a version holds at most {max_files} files", field="files")
-            writer = store.writer()
-            form.files.append((path, writer))
-            state["writer"] = writer
-        elif name in TEXT_FIELDS:
-            if name in form.text:
-                raise Invalid(f"form field {name!r} is given twice", field=name)
-            state["text_name"] = name
-        else:
-            raise Invalid(
-                f"unknown form field {name!r}; expected files, manifest, message or tag", field=name
-            )
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        writer = state.get("writer")
-        if writer is not None:
-            writer.write(memoryview(data)[start:end])
-            return
-        text = state["text"]
-        text.extend(data[start:end])
-        if len(text) > MAX_TEXT_FIELD_BYTES:
-            raise Invalid(
-                f"form field {state['text_name']!r} is too long", field=str(state["text_name"])
-            )
-
-    def on_part_end() -> None:
-        name = state.get("text_name")
-        if name is not None:
-            try:
-                form.text[name] = bytes(state["text"]).decode("utf-8")
-            except UnicodeDecodeError:
-                raise Invalid(f"form field {name!r} is not UTF-8 text", field=name) from None
-
-    parser = MultipartParser(
-        boundary_from(content_type),
-        {
-            "on_part_begin": on_part_begin,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-            "on_end": lambda: state.__setitem__("ended", True),
-        },
-    )
+    reader = _FormReader(store, max_files)
+    parser = MultipartParser(boundary_from(content_type), reader.callbacks())
+    # File bytes are hashed in one worker thread and written in another while the loop reads
+    # the next bytes; each of the two takes the batches one at a time, in order.
+    hashing: asyncio.Future[None] | None = None
+    writing: asyncio.Future[None] | None = None
     received = 0
     try:
         async for chunk in chunks:
@@ -181,10 +215,26 @@ async def read_push_form(
                 raise
             except Exception as exc:  # the parser's own errors name no type we can rely on
                 raise MalformedForm(f"malformed multipart body: {exc}") from None
+            for writer, views, size in reader.batches:
+                writer.count(size)
+                if hashing is not None:
+                    await hashing
+                hashing = asyncio.ensure_future(run_in_threadpool(writer.hash_chunks, views))
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(run_in_threadpool(writer.store_chunks, views))
+            reader.batches.clear()
         parser.finalize()
-        if not state.get("ended"):
+        if not reader.ended:
             raise MalformedForm("the body ended before the closing multipart boundary")
+        for pending in (hashing, writing):
+            if pending is not None:
+                await pending
     except BaseException:
-        form.abort()
+        for pending in (hashing, writing):
+            if pending is not None:
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(pending)
+        reader.form.abort()
         raise
-    return form
+    return reader.form
