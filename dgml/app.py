@@ -24,9 +24,11 @@ from dgml.db import make_engine, make_sessionmaker, migrate
 from dgml.deps import Services
 from dgml.errors import DgmlError
 from dgml.settings import Settings
+from registry.api import WHOLE_READ_BYTES
+from registry.api import hot_reads as registry_hot_reads
 from registry.api import router as registry_router
 from registry.blobs import BlobStore
-from registry.cache import VersionCache
+from registry.cache import BlobBytesCache, VersionCache
 
 log = logging.getLogger("dgml.app")
 
@@ -39,7 +41,8 @@ def make_services(settings: Settings, *, run_migrations: bool = True) -> Service
     blobs.clean_tmp()
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     versions = VersionCache(settings.version_cache_size)
-    return Services(settings, engine, make_sessionmaker(engine), blobs, redis, versions)
+    file_bytes = BlobBytesCache(settings.file_cache_bytes, WHOLE_READ_BYTES)
+    return Services(settings, engine, make_sessionmaker(engine), blobs, redis, versions, file_bytes)
 
 
 def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
@@ -66,6 +69,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.include_router(registry_hot_reads)
     app.include_router(registry_router)
 
     @app.get("/healthz", tags=["operations"])

@@ -21,7 +21,7 @@ from dgml.errors import Unauthorized
 from dgml.settings import Settings
 from registry.accounts import authenticate
 from registry.blobs import BlobStore
-from registry.cache import VersionCache
+from registry.cache import BlobBytesCache, VersionCache
 from registry.models import User
 
 
@@ -33,6 +33,7 @@ class Services:
     blobs: BlobStore
     redis: Redis | None
     versions: VersionCache
+    file_bytes: BlobBytesCache
 
 
 async def get_services(request: Request) -> Services:

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     max_files_per_version: int = Field(default=1000, gt=0)
     # Versions whose rendered metadata each API process keeps in memory (they never change).
     version_cache_size: int = Field(default=4096, ge=0)
+    # Memory each API process may use to keep small files (up to 4 MiB each) it has served.
+    file_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
     # Page size bounds for listings.

@@ -44,6 +44,9 @@ from registry.schemas import (
 from registry.uploads import read_push_form
 
 router = APIRouter(prefix="/api/v1")
+# The hottest reads (version documents and files) sit in a router of their own that the app
+# mounts first: routes are matched in order, and these should not wait behind thirty others.
+hot_reads = APIRouter(prefix="/api/v1")
 DESIGN = "/designs/{owner}/{name}"
 VERSION = DESIGN + "/versions/{ref}"
 # Files up to this size are read in one go; larger ones stream (and answer Range requests).
@@ -311,9 +314,29 @@ async def _cached_version(services: Services, owner: str, name: str, ref: str) -
     return await run_in_threadpool(load)
 
 
-@router.get(VERSION, response_model=VersionPublic, tags=["versions"])
-async def get_version(owner: str, name: str, ref: str, request: Request) -> Response:
-    # The hottest read: no dependencies, so a cache hit costs no trip through the thread pool.
+def _path_parameters(*names: str) -> dict[str, object]:
+    """OpenAPI text for path parameters that a handler reads from the request itself."""
+    return {
+        "parameters": [
+            {"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names
+        ]
+    }
+
+
+# The two handlers below take only the request and read their path parameters from it: they are
+# the hottest reads, and a cache hit should cost neither a trip through the thread pool nor the
+# framework's parameter validation (the values are plain strings either way).
+
+
+@hot_reads.get(
+    VERSION,
+    response_model=VersionPublic,
+    tags=["versions"],
+    openapi_extra=_path_parameters("owner", "name", "ref"),
+)
+async def get_version(request: Request) -> Response:
+    """A version: its files, manifest, parents and author (``ref``: a number, a tag or latest)."""
+    owner, name, ref = (request.path_params[k] for k in ("owner", "name", "ref"))
     entry = await _cached_version(request.app.state.services, owner, name, ref)
     return Response(entry.body, media_type="application/json", headers=_immutable(ref))
 
@@ -334,9 +357,15 @@ def _inline(filename: str) -> str:
     return f"inline; filename*=utf-8''{quote(filename)}"
 
 
-@router.get(VERSION + "/files/{path:path}", tags=["versions"])
-@router.head(VERSION + "/files/{path:path}", include_in_schema=False)
-async def get_file(owner: str, name: str, ref: str, path: str, request: Request) -> Response:
+@hot_reads.get(
+    VERSION + "/files/{path:path}",
+    tags=["versions"],
+    openapi_extra=_path_parameters("owner", "name", "ref", "path"),
+)
+@hot_reads.head(VERSION + "/files/{path:path}", include_in_schema=False)
+async def get_file(request: Request) -> Response:
+    """One file of a version, with its sha256 as ETag."""
+    owner, name, ref, path = (request.path_params[k] for k in ("owner", "name", "ref", "path"))
     services: Services = request.app.state.services
     entry = await _cached_version(services, owner, name, ref)
     file = entry.files.get(path)
@@ -349,8 +378,12 @@ async def get_file(owner: str, name: str, ref: str, path: str, request: Request)
     headers["content-disposition"] = _inline(posixpath.basename(path))
     blob = services.blobs.path_for(file.sha256)
     if file.size <= WHOLE_READ_BYTES:
-        # One read in one worker thread; streaming a small file costs more in thread trips.
-        body = await run_in_threadpool(blob.read_bytes)
+        # Small files come from memory, or in one read in one worker thread: streaming them
+        # would cost more in thread trips than the bytes themselves.
+        body = services.file_bytes.get(file.sha256)
+        if body is None:
+            body = await run_in_threadpool(blob.read_bytes)
+            services.file_bytes.put(file.sha256, body)
         return Response(body, media_type=file.media_type, headers=headers)
     response = FileResponse(blob, media_type=file.media_type, headers=headers)
     response.chunk_size = 1024 * 1024

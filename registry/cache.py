@@ -70,3 +70,42 @@ class VersionCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class BlobBytesCache:
+    """A bounded, thread-safe LRU of small blobs' bytes, keyed by sha256 and capped in bytes.
+
+    Blobs never change, so a hit can never be stale; popular small files (a design's STL, its
+    README) are then answered from memory instead of a read through the thread pool.
+    """
+
+    def __init__(self, capacity_bytes: int, max_entry_bytes: int) -> None:
+        self.capacity_bytes = capacity_bytes
+        self.max_entry_bytes = max_entry_bytes
+        self._entries: OrderedDict[str, bytes] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, sha256: str) -> bytes | None:
+        with self._lock:
+            data = self._entries.get(sha256)
+            if data is not None:
+                self._entries.move_to_end(sha256)
+            return data
+
+    def put(self, sha256: str, data: bytes) -> None:
+        if len(data) > min(self.max_entry_bytes, self.capacity_bytes):
+            return
+        with self._lock:
+            if sha256 in self._entries:
+                self._entries.move_to_end(sha256)
+                return
+            self._entries[sha256] = data
+            self._size += len(data)
+            while self._size > self.capacity_bytes:
+                _, evicted = self._entries.popitem(last=False)
+                self._size -= len(evicted)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._size
