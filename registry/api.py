@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from dgml.db import write_session
-from dgml.deps import Caller, Services, ServicesDep, SessionDep, WriteSessionDep
+from dgml.deps import Caller, Principal, Services, ServicesDep, SessionDep, WriteSessionDep
 from dgml.errors import Forbidden, Invalid, NotFound, PayloadTooLarge
 from registry import accounts, activity, change_requests, forks, service
 from registry.blobs import BlobStore
@@ -149,26 +149,29 @@ def update_design(
     return service.design_public(design)
 
 
+def _change_maintainers(
+    session: Session, caller: Principal, owner: str, name: str, user_name: str, change
+) -> DesignPublic:
+    design = service.get_design(session, owner, name)
+    maintainer = accounts.user_by_name(session, user_name)
+    change(session, design, caller.load(session), maintainer)
+    session.commit()
+    return service.design_public(design)
+
+
 @router.put(DESIGN + "/maintainers/{user_name}", response_model=DesignPublic, tags=["designs"])
 def add_maintainer(
     owner: str, name: str, user_name: str, caller: Caller, session: WriteSessionDep
 ) -> DesignPublic:
-    design = service.get_design(session, owner, name)
-    maintainer = accounts.user_by_name(session, user_name)
-    service.add_maintainer(session, design, caller.load(session), maintainer)
-    session.commit()
-    return service.design_public(design)
+    """The owner makes an account a maintainer: it may push and decide change requests."""
+    return _change_maintainers(session, caller, owner, name, user_name, service.add_maintainer)
 
 
 @router.delete(DESIGN + "/maintainers/{user_name}", response_model=DesignPublic, tags=["designs"])
 def remove_maintainer(
     owner: str, name: str, user_name: str, caller: Caller, session: WriteSessionDep
 ) -> DesignPublic:
-    design = service.get_design(session, owner, name)
-    maintainer = accounts.user_by_name(session, user_name)
-    service.remove_maintainer(session, design, caller.load(session), maintainer)
-    session.commit()
-    return service.design_public(design)
+    return _change_maintainers(session, caller, owner, name, user_name, service.remove_maintainer)
 
 
 @router.get(DESIGN + "/lineage", response_model=Lineage, tags=["forks"])

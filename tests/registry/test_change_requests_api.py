@@ -3,56 +3,16 @@ maintainers accepting (a merge version with two parents) or declining it."""
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 
 from tests.conftest import mesh
+from tests.registry.calls import API, created, forked, get, pushed, sha
 
-API = "/api/v1"
 CUBE = mesh("20mm-xyz-cube.stl")
 TUBE = mesh("tube.obj")
 BOX = mesh("box.3mf")
 ORIGIN = "alice/x"
 REQUESTS = f"{API}/designs/{ORIGIN}/change-requests"
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def create(client, account, name, license="CC-BY-4.0") -> None:
-    response = client.post(
-        f"{API}/designs",
-        json={"name": name, "title": f"Design {name}", "license": license},
-        headers=account.headers,
-    )
-    assert response.status_code == 201, response.text
-
-
-def push(client, account, design, files, **form) -> dict:
-    response = client.post(
-        f"{API}/designs/{design}/versions",
-        files=[("files", (path, data)) for path, data in files],
-        data=form,
-        headers=account.headers,
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def fork(client, account, design, ref, **body) -> dict:
-    response = client.post(
-        f"{API}/designs/{design}/versions/{ref}/fork", json=body or None, headers=account.headers
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def get(client, url) -> dict:
-    response = client.get(f"{API}/designs/{url}")
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def propose(client, account, owner, name, version, *, to=ORIGIN, title="Thicker walls", **body):
@@ -89,10 +49,10 @@ def carol(make_account):
 @pytest.fixture
 def bobs_change(client, alice, bob) -> dict:
     """alice/x at version 1; bob forks it and pushes version 2 of bob/x with a new file."""
-    create(client, alice, "x")
-    push(client, alice, ORIGIN, [("body.stl", CUBE)], message="first")
-    fork(client, bob, ORIGIN, 1)
-    return push(
+    created(client, alice, "x")
+    pushed(client, alice, ORIGIN, [("body.stl", CUBE)], message="first")
+    forked(client, bob, ORIGIN, 1)
+    return pushed(
         client, bob, "bob/x", [("body.stl", CUBE + b"\n"), ("tube.obj", TUBE)], message="thicker"
     )
 
@@ -136,8 +96,8 @@ def test_change_request_to_unknown_design_is_404(client, bob, bobs_change):
 
 
 def test_change_request_from_a_design_that_is_not_a_fork_is_refused(client, bob, bobs_change):
-    create(client, bob, "unrelated")
-    push(client, bob, "bob/unrelated", [("body.stl", TUBE)])
+    created(client, bob, "unrelated")
+    pushed(client, bob, "bob/unrelated", [("body.stl", TUBE)])
     response = propose(client, bob, "bob", "unrelated", 1)
     assert response.status_code == 422
     assert response.json()["field"] == "from"
@@ -146,9 +106,9 @@ def test_change_request_from_a_design_that_is_not_a_fork_is_refused(client, bob,
 
 
 def test_change_request_from_a_fork_of_another_design_is_refused(client, alice, bob, bobs_change):
-    create(client, alice, "other")
-    push(client, alice, "alice/other", [("body.stl", BOX)])
-    fork(client, bob, "alice/other", 1)
+    created(client, alice, "other")
+    pushed(client, alice, "alice/other", [("body.stl", BOX)])
+    forked(client, bob, "alice/other", 1)
     response = propose(client, bob, "bob", "other", 1)
     assert response.status_code == 422
     assert response.json()["field"] == "from"
@@ -168,8 +128,8 @@ def test_change_request_from_the_design_itself_is_refused(client, alice, bobs_ch
 
 
 def test_change_request_from_a_fork_of_a_fork_reaches_the_root(client, bob, carol, bobs_change):
-    fork(client, carol, "bob/x", 2)
-    push(client, carol, "carol/x", [("body.stl", CUBE + b"carol")])
+    forked(client, carol, "bob/x", 2)
+    pushed(client, carol, "carol/x", [("body.stl", CUBE + b"carol")])
     request = proposed(client, carol, "carol", "x", 2)
     assert request["from"] == {"owner": "carol", "name": "x", "version": 2}
     assert request["author"] == "carol"
@@ -185,10 +145,10 @@ def test_change_request_needs_a_source_and_a_title(client, bob, bobs_change):
 
 
 def test_relicensed_fork_cannot_be_merged_back(client, alice, bob):
-    create(client, alice, "x", license="CC-BY-4.0")
-    push(client, alice, ORIGIN, [("body.stl", CUBE)])
-    fork(client, bob, ORIGIN, 1, license="CC-BY-SA-4.0")
-    push(client, bob, "bob/x", [("body.stl", CUBE + b"\n")])
+    created(client, alice, "x", license="CC-BY-4.0")
+    pushed(client, alice, ORIGIN, [("body.stl", CUBE)])
+    forked(client, bob, ORIGIN, 1, license="CC-BY-SA-4.0")
+    pushed(client, bob, "bob/x", [("body.stl", CUBE + b"\n")])
     response = propose(client, bob, "bob", "x", 2)
     assert response.status_code == 422
     body = response.json()
@@ -201,10 +161,10 @@ def test_relicensed_fork_cannot_be_merged_back(client, alice, bob):
 
 
 def test_fork_under_a_compatible_licence_may_be_merged_back(client, alice, bob):
-    create(client, alice, "x", license="CC-BY-SA-3.0")
-    push(client, alice, ORIGIN, [("body.stl", CUBE)])
-    fork(client, bob, ORIGIN, 1)
-    push(client, bob, "bob/x", [("body.stl", CUBE + b"\n")])
+    created(client, alice, "x", license="CC-BY-SA-3.0")
+    pushed(client, alice, ORIGIN, [("body.stl", CUBE)])
+    forked(client, bob, ORIGIN, 1)
+    pushed(client, bob, "bob/x", [("body.stl", CUBE + b"\n")])
     request = proposed(client, bob, "bob", "x", 2)
     assert accept(client, alice, request["id"]).status_code == 200
 
@@ -213,7 +173,7 @@ def test_fork_under_a_compatible_licence_may_be_merged_back(client, alice, bob):
 
 
 def test_accepting_writes_a_merge_version_with_both_parents(client, alice, bob, bobs_change):
-    head = push(client, alice, ORIGIN, [("body.stl", CUBE + b"alice")], message="alice's own")
+    head = pushed(client, alice, ORIGIN, [("body.stl", CUBE + b"alice")], message="alice's own")
     assert head["number"] == 2
     request = proposed(client, bob, "bob", "x", 2)
     response = accept(client, alice, request["id"], message="Thanks!")
@@ -348,7 +308,7 @@ def test_declining_without_a_message_is_allowed(client, alice, bob, bobs_change)
 @pytest.fixture
 def three_requests(client, alice, bob, bobs_change) -> list[int]:
     """Three change requests on alice/x: the first accepted, the second declined, one open."""
-    push(client, bob, "bob/x", [("body.stl", CUBE + b"v3")])
+    pushed(client, bob, "bob/x", [("body.stl", CUBE + b"v3")])
     ids = [proposed(client, bob, "bob", "x", n, title=f"Change {n}")["id"] for n in (1, 2, 3)]
     accept(client, alice, ids[0])
     decline(client, alice, ids[1])
@@ -395,7 +355,7 @@ def test_listing_pages_return_every_change_request_once(client, three_requests):
 
 
 def test_listing_is_per_design(client, alice, bob, three_requests):
-    create(client, alice, "y")
+    created(client, alice, "y")
     assert client.get(f"{API}/designs/alice/y/change-requests").json()["items"] == []
     assert client.get(f"{API}/designs/alice/nope/change-requests").status_code == 404
 
@@ -412,7 +372,7 @@ def test_unknown_change_request_is_404(client, alice, three_requests):
 
 
 def test_change_request_is_not_found_through_another_design(client, alice, three_requests):
-    create(client, alice, "y")
+    created(client, alice, "y")
     other = f"{API}/designs/alice/y/change-requests/{three_requests[2]}"
     assert client.get(other).status_code == 404
     assert client.post(other + "/accept", headers=alice.headers).status_code == 404

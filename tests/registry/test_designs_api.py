@@ -8,35 +8,9 @@ from datetime import datetime
 import pytest
 
 from tests.conftest import mesh
+from tests.registry.calls import API, create, created, pushed
 
-API = "/api/v1"
 CUBE = mesh("20mm-xyz-cube.stl")
-
-
-def create(client, account, name, *, title=None, license="CC-BY-4.0", **fields):
-    body = {"name": name, "title": title or f"Design {name}", "license": license, **fields}
-    return client.post(f"{API}/designs", json=body, headers=account.headers)
-
-
-def created(client, account, name, **fields) -> dict:
-    response = create(client, account, name, **fields)
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def push(client, account, design, files, **form):
-    return client.post(
-        f"{API}/designs/{design}/versions",
-        files=[("files", (path, data)) for path, data in files],
-        data=form,
-        headers=account.headers,
-    )
-
-
-def pushed(client, account, design, files, **form) -> dict:
-    response = push(client, account, design, files, **form)
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 def search(client, **params) -> list[str]:

@@ -3,66 +3,26 @@ along it, and attribution of everyone who worked on a version."""
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 
 import pytest
 
 from tests.conftest import mesh
+from tests.registry.calls import API, created, fork, forked, get, pushed, sha
 
-API = "/api/v1"
 CUBE = mesh("20mm-xyz-cube.stl")
 BOX = mesh("box.3mf")
 TUBE = mesh("tube.obj")
 
 
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def create(client, account, name, license="CC-BY-SA-4.0", **fields) -> dict:
-    response = client.post(
-        f"{API}/designs",
-        json={"name": name, "title": f"Design {name}", "license": license, **fields},
-        headers=account.headers,
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def push(client, account, design, files, **form) -> dict:
-    response = client.post(
-        f"{API}/designs/{design}/versions",
-        files=[("files", (path, data)) for path, data in files],
-        data=form,
-        headers=account.headers,
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def fork(client, account, design, ref, **body):
-    return client.post(
-        f"{API}/designs/{design}/versions/{ref}/fork", json=body or None, headers=account.headers
-    )
-
-
-def forked(client, account, design, ref, **body) -> dict:
-    response = fork(client, account, design, ref, **body)
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def get(client, url) -> dict:
-    response = client.get(f"{API}/designs/{url}")
-    assert response.status_code == 200, response.text
-    return response.json()
+    return created(client, account, name, license=license, **fields)
 
 
 def published(client, account, name, license, files=(("a.stl", CUBE),)) -> str:
     """A design of ``account`` under ``license`` with one version; its full name."""
     create(client, account, name, license=license)
-    push(client, account, f"{account.name}/{name}", list(files))
+    pushed(client, account, f"{account.name}/{name}", list(files))
     return f"{account.name}/{name}"
 
 
@@ -80,8 +40,8 @@ def dave(make_account):
 def origin(client, alice) -> str:
     """alice/bracket with two versions; version 1 holds a cube and a 3MF box."""
     create(client, alice, "bracket", tags=["shelf", "wall"], description="Holds a shelf")
-    push(client, alice, "alice/bracket", [("parts/cube.stl", CUBE), ("box.3mf", BOX)])
-    push(client, alice, "alice/bracket", [("parts/cube.stl", CUBE), ("tube.obj", TUBE)])
+    pushed(client, alice, "alice/bracket", [("parts/cube.stl", CUBE), ("box.3mf", BOX)])
+    pushed(client, alice, "alice/bracket", [("parts/cube.stl", CUBE), ("tube.obj", TUBE)])
     return "alice/bracket"
 
 
@@ -144,7 +104,7 @@ def test_fork_of_an_older_version_takes_that_versions_files(client, bob, origin)
 
 
 def test_fork_of_latest_and_of_a_tag_resolve_to_a_number(client, alice, bob, origin):
-    push(client, alice, origin, [("a.stl", CUBE)], tag="v3")
+    pushed(client, alice, origin, [("a.stl", CUBE)], tag="v3")
     assert forked(client, bob, origin, "latest")["forked_from"]["version"] == 3
     assert forked(client, bob, origin, "v3", name="tagged")["forked_from"]["version"] == 3
 
@@ -219,7 +179,7 @@ def test_fork_counts_on_the_origin(client, bob, carol, origin):
 
 def test_fork_may_be_pushed_to_by_its_owner_only(client, alice, bob, origin):
     forked(client, bob, origin, 1)
-    version = push(client, bob, "bob/bracket", [("a.stl", CUBE + b"\n")])
+    version = pushed(client, bob, "bob/bracket", [("a.stl", CUBE + b"\n")])
     assert version["number"] == 2
     assert version["parents"] == [{"owner": "bob", "name": "bracket", "version": 1}]
     refused = client.post(
@@ -238,7 +198,7 @@ def test_fork_may_be_pushed_to_by_its_owner_only(client, alice, bob, origin):
 def family(client, alice, bob, carol, dave, origin):
     """alice/bracket -> bob/bracket -> carol/bracket, and dave/bracket beside bob's."""
     forked(client, bob, origin, 1)
-    push(client, bob, "bob/bracket", [("a.stl", CUBE + b"bob")])
+    pushed(client, bob, "bob/bracket", [("a.stl", CUBE + b"bob")])
     forked(client, carol, "bob/bracket", 2)
     forked(client, dave, origin, 2, license="CC-BY-SA-4.0")
 
@@ -436,7 +396,7 @@ def test_attribution_of_an_original_version_credits_its_authors(client, alice, b
 
 def test_attribution_credits_maintainers_who_pushed(client, alice, bob, origin):
     client.put(f"{API}/designs/{origin}/maintainers/bob", headers=alice.headers)
-    push(client, bob, origin, [("a.stl", CUBE)])
+    pushed(client, bob, origin, [("a.stl", CUBE)])
     assert names(attribution(client, origin, 3)) == ["alice", "bob"]
     assert names(attribution(client, origin, 2)) == ["alice"]
 
@@ -454,10 +414,10 @@ def test_fork_copy_alone_does_not_credit_the_forker(client, bob, origin):
 
 def test_attribution_credits_everyone_along_the_lineage(client, alice, bob, carol, origin):
     forked(client, bob, origin, 2)
-    push(client, bob, "bob/bracket", [("a.stl", CUBE + b"bob")])
+    pushed(client, bob, "bob/bracket", [("a.stl", CUBE + b"bob")])
     forked(client, carol, "bob/bracket", 2)
     assert names(attribution(client, "carol/bracket", 1)) == ["alice", "bob"]
-    push(client, carol, "carol/bracket", [("a.stl", CUBE + b"carol")])
+    pushed(client, carol, "carol/bracket", [("a.stl", CUBE + b"carol")])
 
     credit = attribution(client, "carol/bracket", 2)
     assert names(credit) == ["alice", "bob", "carol"]
