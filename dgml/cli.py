@@ -15,6 +15,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from dgml.commands.validate import validate as validate_command
 from dgml.errors import DgmlError
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ user_app = typer.Typer(
     help="Accounts on this hub (works on the configured database directly).", no_args_is_help=True
 )
 app.add_typer(user_app, name="user")
+app.command("validate")(validate_command)
 
 out = Console()
 err = Console(stderr=True)

@@ -101,7 +101,8 @@ def _oriented_frame(points: np.ndarray) -> np.ndarray:
     try:
         import trimesh
 
-        transform, _ = trimesh.bounds.oriented_bounds(points)
+        with np.errstate(invalid="ignore", divide="ignore"):  # flat parts have no volume
+            transform, _ = trimesh.bounds.oriented_bounds(points)
         return np.asarray(transform)[:3, :3]
     except Exception:  # no OBB for degenerate input: the part's own axes remain candidates
         return np.eye(3)

@@ -1,0 +1,218 @@
+"""Full mesh check of a binary STL against admesh on the same file.
+
+Two meshes: a 1.3-million-triangle icosphere (trimesh, subdivisions=8) and 3DBenchy (converted
+from its 3MF to binary STL). For each, the wall time of reading the file with numpy and running
+``check_mesh`` (weld, edges, winding, bodies, volume...) is compared with ``admesh FILE``; and
+a child process measures the check's peak memory (tracemalloc, which sees numpy's buffers) as
+a multiple of the file size.
+
+    .venv/bin/python bench/bench_geometry.py [--rounds 5] [--output bench/results/geometry.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from registry.geometry.checks import check_mesh  # noqa: E402
+from registry.geometry.mesh import MeshData  # noqa: E402
+
+BENCHY = ROOT.parent / "shared" / "testdata" / "meshes" / "3DBenchy.3mf"
+GOAL_RATIO = 1.0
+GOAL_MEMORY = 4.0
+STL_RECORD = np.dtype([("normal", "<f4", (3,)), ("corners", "<f4", (3, 3)), ("attribute", "<u2")])
+
+
+def read_binary_stl(path: Path) -> MeshData:
+    """Binary STL into a MeshData, every triangle with its own three vertices."""
+    with path.open("rb") as file:
+        file.seek(80)
+        count = int(np.frombuffer(file.read(4), "<u4")[0])
+        if path.stat().st_size < 84 + count * STL_RECORD.itemsize:
+            raise ValueError(f"{path}: the header counts more triangles than the file holds")
+        corners = np.empty((count, 3, 3), np.float64)
+        # a few MB at a time, so the file is never in memory twice
+        for start in range(0, count, 1 << 16):
+            records = np.fromfile(file, dtype=STL_RECORD, count=min(1 << 16, count - start))
+            corners[start : start + records.shape[0]] = records["corners"]
+    vertices = corners.reshape(-1, 3)
+    faces = np.arange(vertices.shape[0], dtype=np.int64).reshape(-1, 3)
+    return MeshData(vertices=vertices, faces=faces, source_format="stl-binary")
+
+
+def run_check(path: Path, parallel: bool) -> dict:
+    mesh = read_binary_stl(path)
+    report = check_mesh(mesh, parallel=parallel)
+    return {"verdict": report.verdict.value, **report.metrics.model_dump()}
+
+
+def read_3mf_single_object(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices and triangles of a 3MF holding one mesh object without transforms."""
+    with zipfile.ZipFile(path) as archive:
+        model = archive.read("3D/3dmodel.model")
+    vertex = rb'<vertex\s+x="([^"]*)"\s+y="([^"]*)"\s+z="([^"]*)"'
+    triangle = rb'<triangle\s+v1="(\d+)"\s+v2="(\d+)"\s+v3="(\d+)"'
+    vertices = np.array(re.findall(vertex, model), dtype=np.float64)
+    faces = np.array(re.findall(triangle, model), dtype=np.int64)
+    return vertices, faces
+
+
+def make_files(directory: Path) -> list[tuple[str, Path]]:
+    import trimesh
+
+    files = []
+    sphere = directory / "icosphere-8.stl"
+    trimesh.creation.icosphere(subdivisions=8).export(sphere)
+    files.append(("icosphere (1.3 M triangles)", sphere))
+    if BENCHY.exists():
+        benchy = directory / "3DBenchy.stl"
+        vertices, faces = read_3mf_single_object(BENCHY)
+        trimesh.Trimesh(vertices, faces, process=False).export(benchy)
+        files.append(("3DBenchy", benchy))
+    else:
+        print(f"note: {BENCHY} is missing; 3DBenchy is left out", file=sys.stderr)
+    return files
+
+
+def best_wall(command: list[str], rounds: int) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def best_check(path: Path, rounds: int, parallel: bool) -> tuple[float, dict]:
+    run_check(path, parallel)  # warm the page cache and numpy
+    best = float("inf")
+    result: dict = {}
+    for _ in range(rounds):
+        start = time.perf_counter()
+        result = run_check(path, parallel)
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+_CHILD = """
+import json, sys, tracemalloc
+sys.path.insert(0, sys.argv[1])
+sys.path.insert(0, sys.argv[2])
+import bench_geometry
+tracemalloc.start()
+bench_geometry.run_check(bench_geometry.Path(sys.argv[3]), sys.argv[4] == "1")
+peak = tracemalloc.get_traced_memory()[1]
+tracemalloc.stop()
+print(json.dumps({"tracemalloc_peak": peak}))
+"""
+
+
+def peak_memory(path: Path, parallel: bool) -> dict:
+    """Peak memory of read + check in a fresh process (imports done before measuring)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _CHILD,
+            str(ROOT),
+            str(Path(__file__).parent),
+            str(path),
+            "1" if parallel else "0",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5, help="runs per figure; best is kept")
+    parser.add_argument(
+        "--output", type=Path, default=Path(__file__).parent / "results" / "geometry.json"
+    )
+    args = parser.parse_args()
+    admesh = shutil.which("admesh")
+    if admesh is None:
+        print("admesh is not installed (apt-get install -y admesh)", file=sys.stderr)
+        return 1
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-geometry-") as temp:
+        for name, path in make_files(Path(temp)):
+            size = path.stat().st_size
+            admesh_s = best_wall([admesh, str(path)], args.rounds)
+            serial_s, result = best_check(path, args.rounds, parallel=False)
+            parallel_s, _ = best_check(path, args.rounds, parallel=True)
+            memory = peak_memory(path, parallel=True)
+            rows.append(
+                {
+                    "mesh": name,
+                    "triangles": result["triangles"],
+                    "file_bytes": size,
+                    "admesh_s": admesh_s,
+                    "dgml_s": parallel_s,
+                    "dgml_one_thread_s": serial_s,
+                    "ratio": parallel_s / admesh_s,
+                    "ratio_one_thread": serial_s / admesh_s,
+                    "peak_bytes": memory["tracemalloc_peak"],
+                    "peak_over_file": memory["tracemalloc_peak"] / size,
+                    "report": result,
+                }
+            )
+    header = (
+        f"{'mesh':<28} {'triangles':>10} {'admesh s':>9} {'dgml s':>7} {'1 thread':>8} "
+        f"{'ratio':>6} {'goal':>5} {'peak/file':>9} {'goal':>5}"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        ok_time = "OK" if row["ratio"] <= GOAL_RATIO else "SLOW"
+        ok_memory = "OK" if row["peak_over_file"] <= GOAL_MEMORY else "OVER"
+        print(
+            f"{row['mesh']:<28} {row['triangles']:>10,} {row['admesh_s']:>9.3f} "
+            f"{row['dgml_s']:>7.3f} {row['dgml_one_thread_s']:>8.3f} {row['ratio']:>6.2f} "
+            f"{ok_time:>5} {row['peak_over_file']:>8.2f}x {ok_memory:>5}"
+        )
+    print(
+        "\nratio = dgml read + check wall time / admesh wall time (best of "
+        f"{args.rounds}); peak = tracemalloc peak of read + check in a fresh process."
+    )
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(
+        json.dumps(
+            {
+                "rounds": args.rounds,
+                "goals": {"ratio": GOAL_RATIO, "peak_over_file": GOAL_MEMORY},
+                "machine": {
+                    "python": platform.python_version(),
+                    "numpy": np.__version__,
+                    "cpus": os.cpu_count(),
+                    "load_average": os.getloadavg(),
+                },
+                "results": rows,
+            },
+            indent=2,
+        )
+    )
+    print(f"written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

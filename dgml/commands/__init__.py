@@ -1,0 +1,1 @@
+"""Commands of the ``dgml`` command line, one module per noun."""

@@ -1,0 +1,85 @@
+"""``dgml validate`` offline, as a maker runs it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent.parent / "data"
+DGML = shutil.which("dgml", path=str(Path(sys.executable).parent)) or "dgml"
+
+
+def validate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([DGML, "validate", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_sound_cube_passes_with_exit_0():
+    result = validate(str(DATA / "20mm-xyz-cube.stl"))
+    assert result.returncode == 0, result.stderr
+    assert "pass" in result.stdout
+    assert "20.00x20.00x20.00 mm" in result.stdout
+
+
+def test_json_report_of_the_cube():
+    result = validate(str(DATA / "20mm-xyz-cube.stl"), "--json")
+    report = json.loads(result.stdout)
+    assert report["verdict"] == "pass"
+    assert report["metrics"]["volume_mm3"] == pytest.approx(8000, rel=0.01)
+    assert report["format"] == "stl-binary"
+
+
+def test_open_mesh_fails_with_exit_1():
+    result = validate(str(DATA / "teapot.stl"), "--json")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["verdict"] == "fail"
+    assert "OPEN_EDGES" in {issue["code"] for issue in report["issues"]}
+
+
+def test_unreadable_file_exits_2_with_a_reason(tmp_path):
+    fake = tmp_path / "photo.stl"
+    fake.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    result = validate(str(fake), "--json")
+    assert result.returncode == 2
+    report = json.loads(result.stdout)
+    assert report["verdict"] == "unreadable"
+    assert report["issues"][0]["code"] == "UNREADABLE"
+    assert report["issues"][0]["message"]
+    assert "Traceback" not in result.stderr
+
+
+def test_part_too_big_for_the_build_volume_fails():
+    result = validate(str(DATA / "20mm-xyz-cube.stl"), "--build-volume", "15x15x15", "--json")
+    assert result.returncode == 1
+    codes = {issue["code"] for issue in json.loads(result.stdout)["issues"]}
+    assert "EXCEEDS_BUILD_VOLUME" in codes
+    fits = validate(str(DATA / "20mm-xyz-cube.stl"), "--build-volume", "250x210x210")
+    assert fits.returncode == 0
+
+
+@pytest.mark.parametrize("volume", ["big", "10x10", "0x10x10", "-5x10x10"])
+def test_bad_build_volume_is_a_usage_error(volume):
+    result = validate(str(DATA / "20mm-xyz-cube.stl"), "--build-volume", volume)
+    assert result.returncode == 2
+    assert "XxYxZ" in result.stderr
+
+
+def test_missing_path_is_a_usage_error(tmp_path):
+    result = validate(str(tmp_path / "nothing.stl"))
+    assert result.returncode == 2
+    assert "no such file" in result.stderr
+
+
+def test_folder_reports_every_model_and_exits_with_the_worst(tmp_path):
+    shutil.copy(DATA / "20mm-xyz-cube.stl", tmp_path / "cube.stl")
+    shutil.copy(DATA / "teapot.stl", tmp_path / "teapot.stl")
+    (tmp_path / "README.md").write_text("not a model")
+    result = validate(str(tmp_path), "--json")
+    assert result.returncode == 1
+    verdicts = {Path(r["path"]).name: r["verdict"] for r in json.loads(result.stdout)}
+    assert verdicts == {"cube.stl": "pass", "teapot.stl": "fail"}
