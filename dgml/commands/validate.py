@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +19,14 @@ _VOLUME_RE = re.compile(rf"^\s*{_NUMBER}\s*[xX]\s*{_NUMBER}\s*[xX]\s*{_NUMBER}\s
 _COLOURS = {"pass": "green", "warn": "yellow", "fail": "red", "unreadable": "red"}
 
 out = Console()
+
+
+class Process(StrEnum):
+    fdm = "fdm"
+    sla = "sla"
+    sls = "sls"
+    cnc = "cnc"
+    laser = "laser"
 
 
 def parse_build_volume(text: str | None) -> tuple[float, float, float] | None:
@@ -64,6 +73,10 @@ def validate(
     build_volume: Annotated[
         str | None, typer.Option("--build-volume", help="Check the part fits XxYxZ mm.")
     ] = None,
+    process: Annotated[
+        Process | None,
+        typer.Option("--process", help="Also check what this process needs (walls, overhangs)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report(s) as JSON.")] = False,
 ) -> None:
     """Check model files as the registry does. Exit 0 pass or warn, 1 fail, 2 unreadable."""
@@ -78,7 +91,12 @@ def validate(
     reports = []
     for file in files:
         try:
-            report = validate_model(file, file.name, build_volume_mm=volume)
+            report = validate_model(
+                file,
+                file.name,
+                build_volume_mm=volume,
+                process=process.value if process else None,
+            )
         except OSError as exc:
             report = unreadable_report(file.name, f"cannot read the file: {exc.strerror}")
         report.path = str(file)

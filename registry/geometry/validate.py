@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from registry.geometry.checks import CHECKER_VERSION, check_mesh
+from registry.geometry.dfm import check_process
 from registry.geometry.fit import fit_in_volume
 from registry.geometry.mesh import Unreadable
 from registry.geometry.readers import read_model
@@ -26,6 +27,7 @@ def validate_model(
     name: str,
     *,
     build_volume_mm: tuple[float, float, float] | None = None,
+    process: str | None = None,
 ) -> GeometryReport:
     """The report of one model file; never raises for a bad file (the verdict says so)."""
     try:
@@ -49,4 +51,6 @@ def validate_model(
                 build_volume_mm=list(build_volume_mm),
                 shortfall_mm=round(-fit.clearance, 3),
             )
+    if process is not None and mesh.triangle_count:
+        check_process(mesh, report, process)
     return report.decide()

@@ -83,3 +83,18 @@ def test_folder_reports_every_model_and_exits_with_the_worst(tmp_path):
     assert result.returncode == 1
     verdicts = {Path(r["path"]).name: r["verdict"] for r in json.loads(result.stdout)}
     assert verdicts == {"cube.stl": "pass", "teapot.stl": "fail"}
+
+
+def test_process_checks_warn_about_thin_walls(tmp_path):
+    import trimesh
+
+    plate = tmp_path / "plate.stl"
+    trimesh.creation.box((40, 40, 0.5)).export(plate)
+    result = validate(str(plate), "--process", "fdm", "--json")
+    assert result.returncode == 0  # a warning: it can be made, with a caveat
+    report = json.loads(result.stdout)
+    assert report["verdict"] == "warn"
+    assert report["process"] == "fdm"
+    assert "THIN_WALLS" in {issue["code"] for issue in report["issues"]}
+    unknown = validate(str(plate), "--process", "plasma")
+    assert unknown.returncode == 2
