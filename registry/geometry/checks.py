@@ -500,6 +500,17 @@ def check_mesh(
         format=mesh.source_format, verdict=Verdict.PASS, checker_version=CHECKER_VERSION
     )
     metrics = report.metrics = Metrics(triangles=mesh.triangle_count)
+    if mesh.brep_valid is False:
+        problems = list(mesh.brep_problems)
+        named = "; ".join(problems[:5]) + (
+            f"; {len(problems) - 5} more" if len(problems) > 5 else ""
+        )
+        report.add(
+            Code.INVALID_BREP,
+            Severity.FAIL,
+            f"The B-rep solid is not valid (OpenCASCADE BRepCheck): {named or 'no fault named'}.",
+            problems=problems,
+        )
     vertices, faces = mesh.vertices, mesh.faces
     if faces.shape[0] == 0:
         report.add(Code.EMPTY, Severity.FAIL, "The file holds no triangles.")

@@ -26,6 +26,9 @@ class MeshData:
     objects : names of the objects the file holds (one for STL and OBJ).
     source_format : ``stl-binary``, ``stl-ascii``, ``3mf``, ``obj``, ``ply`` or ``step``.
     unit : the unit the file declared (or ``mm`` when it declares none), before conversion.
+    brep_valid : for B-rep formats (STEP), whether the solid passed OpenCASCADE's BRepCheck
+        before it was tessellated; None for mesh formats.
+    brep_problems : what BRepCheck found wrong, one line per kind of fault.
     """
 
     vertices: np.ndarray
@@ -35,6 +38,8 @@ class MeshData:
     object_of_face: np.ndarray | None = None
     unit: str = "mm"
     notes: tuple[str, ...] = field(default_factory=tuple)
+    brep_valid: bool | None = None
+    brep_problems: tuple[str, ...] = ()
 
     @property
     def triangle_count(self) -> int:

@@ -1,4 +1,4 @@
-"""Model files in, ``MeshData`` out: STL (binary and ASCII), 3MF, OBJ and PLY.
+"""Model files in, ``MeshData`` out: STL (binary and ASCII), 3MF, OBJ, PLY and STEP.
 
 Every reader either returns a mesh in millimetres or raises ``Unreadable`` with one line a person
 can act on. Readers keep what the file says, even when it is wrong (NaN coordinates, open edges):
@@ -20,6 +20,7 @@ import numpy as np
 from registry.geometry.limits import LIMITS, ReadLimits, check_triangle_count, one_line
 from registry.geometry.mesh import MeshData, Unreadable
 from registry.geometry.read_3mf import read_3mf
+from registry.geometry.read_step import read_step
 
 # Files that turn up under a model's name: saying what they are beats "bad header".
 _MAGIC = (
@@ -50,9 +51,11 @@ def read_model(data: bytes | Path, name: str, *, limits: ReadLimits = LIMITS) ->
     if not data:
         raise Unreadable(f"{name} is empty (0 bytes)")
     foreign = _foreign_format(data)
-    expected = (suffix == ".3mf" and foreign == "a zip archive") or (
+    expected = (
+        (suffix == ".3mf" and foreign == "a zip archive")
+        or (suffix in (".step", ".stp") and foreign == "a STEP file")
         # a binary STL header is 80 free bytes: its size, not its first bytes, says what it is
-        suffix == ".stl" and _binary_stl_size_fits(data, limits)
+        or (suffix == ".stl" and _binary_stl_size_fits(data, limits))
     )
     if foreign and not expected:
         raise Unreadable(f"{name} is {foreign}, not a {suffix[1:].upper()} model")
@@ -337,4 +340,6 @@ _READERS: dict[str, Callable[..., MeshData]] = {
     ".3mf": read_3mf,
     ".obj": read_obj,
     ".ply": read_ply,
+    ".step": read_step,
+    ".stp": read_step,
 }

@@ -355,7 +355,8 @@ def test_empty_file_is_unreadable_for_every_format(name):
 
 
 def test_unknown_extension_is_unreadable_listing_the_known_ones():
-    with pytest.raises(Unreadable, match=r"cannot read \.dwg.*\.3mf, \.obj, \.ply, \.stl"):
+    known = r"\.3mf, \.obj, \.ply, \.step, \.stl, \.stp"
+    with pytest.raises(Unreadable, match=r"cannot read \.dwg.*" + known):
         read_model(b"AC1032", "drawing.dwg")
 
 
