@@ -508,6 +508,22 @@ def get_change_request(
     )
 
 
+def _decide_change_request(
+    session: Session,
+    caller: Principal,
+    owner: str,
+    name: str,
+    request_id: int,
+    data: ChangeRequestDecision | None,
+    decide,
+) -> ChangeRequestPublic:
+    design = service.get_design(session, owner, name)
+    request = change_requests.get_change_request(session, design, request_id)
+    decide(session, request, caller.load(session), data.message if data else "")
+    session.commit()
+    return change_requests.change_request_public(request)
+
+
 @router.post(
     DESIGN + "/change-requests/{request_id}/accept",
     response_model=ChangeRequestPublic,
@@ -521,12 +537,10 @@ def accept_change_request(
     session: WriteSessionDep,
     data: ChangeRequestDecision | None = None,
 ) -> ChangeRequestPublic:
-    design = service.get_design(session, owner, name)
-    request = change_requests.get_change_request(session, design, request_id)
-    message = data.message if data else ""
-    change_requests.accept(session, request, caller.load(session), message)
-    session.commit()
-    return change_requests.change_request_public(request)
+    """A maintainer merges the fork's version: a new version with two parents."""
+    return _decide_change_request(
+        session, caller, owner, name, request_id, data, change_requests.accept
+    )
 
 
 @router.post(
@@ -542,8 +556,6 @@ def decline_change_request(
     session: WriteSessionDep,
     data: ChangeRequestDecision | None = None,
 ) -> ChangeRequestPublic:
-    design = service.get_design(session, owner, name)
-    request = change_requests.get_change_request(session, design, request_id)
-    change_requests.decline(session, request, caller.load(session), data.message if data else "")
-    session.commit()
-    return change_requests.change_request_public(request)
+    return _decide_change_request(
+        session, caller, owner, name, request_id, data, change_requests.decline
+    )
