@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from registry.models import Design, DesignEvent, User
-from registry.pagination import decode_cursor, encode_cursor
+from registry.pagination import keyset_page
 from registry.schemas import EventPublic, Page
 
 
@@ -20,9 +20,7 @@ def list_events(
     session: Session, design: Design, cursor: str | None, limit: int
 ) -> Page[EventPublic]:
     query = select(DesignEvent).where(DesignEvent.design_id == design.id)
-    if cursor:
-        query = query.where(DesignEvent.id < decode_cursor(cursor))
-    rows = session.scalars(query.order_by(DesignEvent.id.desc()).limit(limit + 1)).all()
+    rows, next_cursor = keyset_page(session, query, DesignEvent.id, cursor, limit)
     full_name = f"{design.owner.name}/{design.name}"
     items = [
         EventPublic(
@@ -33,7 +31,6 @@ def list_events(
             created_at=row.created_at,
             data=row.data,
         )
-        for row in rows[:limit]
+        for row in rows
     ]
-    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
     return Page(items=items, next_cursor=next_cursor)

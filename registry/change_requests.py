@@ -12,7 +12,7 @@ from dgml.errors import Conflict, Invalid, NotFound
 from registry import activity
 from registry.forks import check_merge_licence, is_descendant
 from registry.models import ChangeRequest, Design, User, Version
-from registry.pagination import decode_cursor, encode_cursor
+from registry.pagination import keyset_page
 from registry.schemas import ChangeRequestCreate, ChangeRequestPublic, Page
 from registry.service import (
     create_version,
@@ -152,8 +152,5 @@ def list_change_requests(
         if state not in {"open", "accepted", "declined"}:
             raise Invalid("state is one of open, accepted, declined", field="state")
         query = query.where(ChangeRequest.state == state)
-    if cursor:
-        query = query.where(ChangeRequest.id < decode_cursor(cursor))
-    rows = session.scalars(query.order_by(ChangeRequest.id.desc()).limit(limit + 1)).all()
-    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
-    return Page(items=[change_request_public(r) for r in rows[:limit]], next_cursor=next_cursor)
+    rows, next_cursor = keyset_page(session, query, ChangeRequest.id, cursor, limit)
+    return Page(items=[change_request_public(r) for r in rows], next_cursor=next_cursor)

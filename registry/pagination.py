@@ -4,6 +4,11 @@ the last id it returned, so pages stay stable while new rows arrive."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from dgml.errors import Invalid
 
@@ -24,3 +29,20 @@ def decode_cursor(cursor: str) -> int:
         return number
     except (ValueError, UnicodeDecodeError):
         raise Invalid("the cursor is not one this server gave out", field="cursor") from None
+
+
+def keyset_page(
+    session: Session,
+    query: Select[Any],
+    key: InstrumentedAttribute[int],
+    cursor: str | None,
+    limit: int,
+) -> tuple[Sequence[Any], str | None]:
+    """One page of ``query`` ordered by ``key`` descending, starting below ``cursor``: the rows
+    and the cursor of the next page (None on the last)."""
+    if cursor:
+        query = query.where(key < decode_cursor(cursor))
+    rows = session.scalars(query.order_by(key.desc()).limit(limit + 1)).unique().all()
+    if len(rows) <= limit:
+        return rows, None
+    return rows[:limit], encode_cursor(getattr(rows[limit - 1], key.key))

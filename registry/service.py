@@ -26,7 +26,7 @@ from registry.models import (
     VersionFile,
     VersionParent,
 )
-from registry.pagination import decode_cursor, encode_cursor
+from registry.pagination import keyset_page
 from registry.paths import media_type_for
 from registry.schemas import (
     VERSION_TAG_RE,
@@ -212,11 +212,8 @@ def search_designs(
         query = query.join(User, Design.owner_id == User.id).where(
             User.name_folded == owner.casefold()
         )
-    if cursor:
-        query = query.where(Design.id < decode_cursor(cursor))
-    rows = session.scalars(query.order_by(Design.id.desc()).limit(limit + 1)).unique().all()
-    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
-    return Page(items=[design_public(d) for d in rows[:limit]], next_cursor=next_cursor)
+    rows, next_cursor = keyset_page(session, query, Design.id, cursor, limit)
+    return Page(items=[design_public(d) for d in rows], next_cursor=next_cursor)
 
 
 # --- versions -------------------------------------------------------------------------------
@@ -380,8 +377,5 @@ def list_versions(
     session: Session, design: Design, cursor: str | None, limit: int
 ) -> Page[VersionSummary]:
     query = select(Version).where(Version.design_id == design.id)
-    if cursor:
-        query = query.where(Version.number < decode_cursor(cursor))
-    rows = session.scalars(query.order_by(Version.number.desc()).limit(limit + 1)).unique().all()
-    next_cursor = encode_cursor(rows[limit - 1].number) if len(rows) > limit else None
-    return Page(items=[version_summary(v) for v in rows[:limit]], next_cursor=next_cursor)
+    rows, next_cursor = keyset_page(session, query, Version.number, cursor, limit)
+    return Page(items=[version_summary(v) for v in rows], next_cursor=next_cursor)
