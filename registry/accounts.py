@@ -15,7 +15,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from dgml.db import utcnow
 from dgml.errors import Conflict, Invalid, NotFound, Unauthorized
 from registry.models import ApiToken, User
 
@@ -69,13 +68,6 @@ def authenticate(session: Session, token: str) -> User:
     if row is None:
         raise Unauthorized("the token is not valid (unknown or revoked)")
     return row.user
-
-
-def revoke_token(session: Session, user: User, token_id: int) -> None:
-    row = session.get(ApiToken, token_id)
-    if row is None or row.user_id != user.id:
-        raise NotFound(f"no token {token_id}")
-    row.revoked_at = row.revoked_at or utcnow()
 
 
 def user_by_name(session: Session, name: str) -> User:

@@ -17,8 +17,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dgml.errors import PayloadTooLarge
-
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -31,9 +29,8 @@ class StoredBlob:
 class BlobWriter:
     """One blob being written: feed it chunks, then :meth:`commit` or :meth:`abort`."""
 
-    def __init__(self, store: BlobStore, limit: int | None) -> None:
+    def __init__(self, store: BlobStore) -> None:
         self._store = store
-        self._limit = limit
         self._hash = hashlib.sha256()
         self.size = 0
         fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="upload-")
@@ -41,22 +38,12 @@ class BlobWriter:
         self._tmp_path = Path(name)
         self._done = False
 
-    def write(self, chunk: bytes | memoryview) -> None:
-        self.count(len(chunk))
-        self.hash_chunk(chunk)
-        self.store_chunk(chunk)
-
-    # The three parts of a write, for callers that hash and store in parallel threads: each of
-    # hash_chunk and store_chunk must see the chunks in order, but they need not wait for each
-    # other (both release the GIL on large chunks).
+    # A write comes in three parts, so that callers may hash and store in parallel threads:
+    # each of hash_chunk and store_chunk must see the chunks in order, but they need not wait
+    # for each other (both release the GIL on large chunks). Size caps are the caller's.
 
     def count(self, size: int) -> None:
         self.size += size
-        if self._limit is not None and self.size > self._limit:
-            self.abort()
-            raise PayloadTooLarge(
-                f"upload exceeds the limit of {self._limit} bytes", limit=self._limit
-            )
 
     def hash_chunk(self, chunk: bytes | memoryview) -> None:
         self._hash.update(chunk)
@@ -112,23 +99,8 @@ class BlobStore:
             raise ValueError(f"not a sha256 hex digest: {sha256!r}")
         return self.root / sha256[:2] / sha256[2:4] / sha256
 
-    def exists(self, sha256: str) -> bool:
-        return self.path_for(sha256).is_file()
-
-    def writer(self, limit: int | None = None) -> BlobWriter:
-        return BlobWriter(self, limit)
-
-    def put_bytes(self, data: bytes) -> StoredBlob:
-        writer = self.writer()
-        try:
-            writer.write(data)
-        except BaseException:
-            writer.abort()
-            raise
-        return writer.commit()
-
-    def read_bytes(self, sha256: str) -> bytes:
-        return self.path_for(sha256).read_bytes()
+    def writer(self) -> BlobWriter:
+        return BlobWriter(self)
 
     def clean_tmp(self, older_than_seconds: float = 3600) -> int:
         """Remove temporary files left by writers that died; returns how many were removed.

@@ -53,10 +53,6 @@ class Licence:
     later_versions_allowed: bool = False
 
     @property
-    def attribution_required(self) -> bool:
-        return self.id not in {"CC0-1.0", "Unlicense"}
-
-    @property
     def commercial_use(self) -> str:
         """Commercial use as the router reads it: ``yes``, ``no`` or ``cooperatives`` (PPL)."""
         if self.id == "LicenseRef-PPL":

@@ -91,13 +91,6 @@ def test_commercial_use_as_the_router_reads_it(licence_id, commercial_use):
     assert get_licence(licence_id).commercial_use == commercial_use
 
 
-def test_public_domain_dedications_need_no_attribution_the_rest_do():
-    assert not get_licence("CC0-1.0").attribution_required
-    assert not get_licence("Unlicense").attribution_required
-    assert get_licence("CC-BY-4.0").attribution_required
-    assert get_licence("MIT").attribution_required
-
-
 # --- share-alike --------------------------------------------------------------------------------
 
 
