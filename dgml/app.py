@@ -29,6 +29,7 @@ from registry.api import hot_reads as registry_hot_reads
 from registry.api import router as registry_router
 from registry.blobs import BlobStore
 from registry.cache import BlobBytesCache, VersionCache
+from registry.reports_api import router as reports_router
 
 log = logging.getLogger("dgml.app")
 
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     install_error_handlers(app)
     app.include_router(registry_hot_reads)
     app.include_router(registry_router)
+    app.include_router(reports_router)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:

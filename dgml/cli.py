@@ -100,6 +100,23 @@ def up(
     run_stack(settings, host=host or settings.host, port=settings.port if port is None else port)
 
 
+@app.command("worker")
+def worker(
+    queue: Annotated[
+        list[str] | None, typer.Option("--queue", "-q", help="Queue to serve (repeatable).")
+    ] = None,
+    burst: Annotated[bool, typer.Option(help="Stop once the queues are empty.")] = False,
+) -> None:
+    """Run one RQ worker of the hub (validation jobs); needs DGML_REDIS_URL."""
+    from dgml.worker import QUEUES, run_worker
+
+    settings = _settings()
+    unknown = sorted(set(queue or ()) - set(QUEUES))
+    if unknown:
+        raise typer.BadParameter(f"unknown queue {unknown[0]!r} (queues: {', '.join(QUEUES)})")
+    run_worker(settings, tuple(queue or QUEUES), burst=burst)
+
+
 def main() -> None:
     """Entry point: usage errors and help are Typer's (exit 2); any other error is one line."""
     try:

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     version_cache_size: int = Field(default=4096, ge=0)
     # Memory each API process may use to keep small files (up to 4 MiB each) it has served.
     file_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    # Caps on checking one model file (and on one geometry diff), in a child process.
+    validation_timeout_s: float = Field(default=300.0, gt=0)
+    validation_memory_mb: int = Field(default=4096, ge=256)
+    # RQ worker processes that ``dgml up`` starts for validation.
+    validation_workers: int = Field(default=1, ge=0, le=64)
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
     # Page size bounds for listings.

@@ -1,20 +1,24 @@
-"""The embedded stack behind ``dgml up``: an embedded Redis (unless one is configured) and the
-API server, stopped in order on Ctrl-C or SIGTERM."""
+"""The embedded stack behind ``dgml up``: an embedded Redis (unless one is configured), the RQ
+workers and the API server, stopped in order on Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import logging
+import os
 import signal
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import uvicorn
 from rich.console import Console
 
 from dgml.app import create_app
-from dgml.embedded import EmbeddedRedis
+from dgml.db import make_engine, migrate
+from dgml.embedded import EmbeddedRedis, die_with_parent
 from dgml.settings import Settings
 
 err = Console(stderr=True)
@@ -54,6 +58,48 @@ def tune_malloc() -> None:
     mallopt(m_trim_threshold, 64 * 1024 * 1024)
 
 
+class Workers:
+    """The hub's RQ workers as child processes of ``dgml up``: started with the settings the
+    stack resolved (its Redis, its database), stopped with SIGTERM (RQ's warm shutdown lets a
+    running job finish its current step) and killed if they linger."""
+
+    def __init__(self, settings: Settings, count: int) -> None:
+        self.settings = settings
+        self.count = count
+        self.children: list[subprocess.Popen] = []
+
+    def __enter__(self) -> Workers:
+        env = dict(os.environ)
+        env.update(
+            DGML_DATA_DIR=str(self.settings.data_dir),
+            DGML_DATABASE_URL=self.settings.resolved_database_url,
+            DGML_BLOB_DIR=str(self.settings.resolved_blob_dir),
+            DGML_REDIS_URL=str(self.settings.redis_url),
+        )
+        for _ in range(self.count):
+            self.children.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "dgml", "worker"],
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    preexec_fn=die_with_parent,
+                )
+            )
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for child in self.children:
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
 def run_stack(settings: Settings, *, host: str, port: int) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     tune_malloc()
@@ -67,6 +113,11 @@ def run_stack(settings: Settings, *, host: str, port: int) -> None:
             f"database: {backend}, redis: {settings.redis_url})"
         )
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        # Migrate before the workers start, so that they and the API never race to do it.
+        engine = make_engine(settings.resolved_database_url)
+        migrate(engine)
+        engine.dispose()
+        stack.enter_context(Workers(settings, settings.validation_workers))
         config = uvicorn.Config(
             create_app(settings), host=host, port=port, log_level="info", access_log=False
         )

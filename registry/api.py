@@ -8,12 +8,13 @@ from collections.abc import Iterator
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
 from fastapi import Path as FastAPIPath
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from dgml import outbox
 from dgml.db import write_session
 from dgml.deps import Caller, Principal, Services, ServicesDep, SessionDep, WriteSessionDep
 from dgml.errors import Forbidden, Invalid, NotFound, PayloadTooLarge
@@ -227,10 +228,19 @@ PUSH_FORM_DOC = {
     openapi_extra=PUSH_FORM_DOC,
 )
 async def push_version(
-    owner: str, name: str, request: Request, caller: Caller, services: ServicesDep
+    owner: str,
+    name: str,
+    request: Request,
+    caller: Caller,
+    services: ServicesDep,
+    background: BackgroundTasks,
 ) -> VersionPublic:
-    """Push a new version. The body streams to disk; nothing is kept unless all of it is good."""
+    """Push a new version. The body streams to disk; nothing is kept unless all of it is good.
+
+    Its model files are then validated by a worker: the version's ``verdict`` is ``pending``
+    until every report is in (``GET .../versions/{n}/report``)."""
     settings = services.settings
+    background.add_task(send_outbox, services)
 
     def check_rights() -> None:
         with services.sessions() as session:
@@ -297,6 +307,13 @@ def list_versions(
     return service.list_versions(session, design, cursor, page_size(services, limit))
 
 
+def send_outbox(services: Services) -> None:
+    """After a write has answered: hand its outbox messages to their queues (a worker's sweep
+    does it a few seconds later if Redis is away now)."""
+    if services.redis is not None:
+        outbox.dispatch(services.sessions, services.redis)
+
+
 def _version(session: Session, owner: str, name: str, ref: str) -> Version:
     return service.get_version(session, service.get_design(session, owner, name), ref)
 
@@ -310,8 +327,12 @@ async def _cached_version(services: Services, owner: str, name: str, ref: str) -
     def load() -> CachedVersion:
         with services.sessions() as session:
             version = _version(session, owner, name, ref)
-            entry = cache_entry(version, service.version_public(version))
-        services.versions.put(owner, name, version.number, entry)
+            public = service.version_public(version)
+            entry = cache_entry(version, public)
+        # A version never changes, and neither does a verdict once all its reports are in;
+        # while it is pending, the next read asks again.
+        if entry.final:
+            services.versions.put(owner, name, version.number, entry)
         return entry
 
     return await run_in_threadpool(load)
@@ -341,7 +362,8 @@ async def get_version(request: Request) -> Response:
     """A version: its files, manifest, parents and author (``ref``: a number, a tag or latest)."""
     owner, name, ref = (request.path_params[k] for k in ("owner", "name", "ref"))
     entry = await _cached_version(request.app.state.services, owner, name, ref)
-    return Response(entry.body, media_type="application/json", headers=_immutable(ref))
+    headers = _immutable(ref) if entry.final else {"cache-control": "no-cache"}
+    return Response(entry.body, media_type="application/json", headers=headers)
 
 
 @router.get(VERSION + "/attribution", response_model=Attribution, tags=["forks"])
@@ -448,8 +470,11 @@ def fork(
     ref: str,
     caller: Caller,
     session: WriteSessionDep,
+    services: ServicesDep,
+    background: BackgroundTasks,
     data: ForkCreate | None = None,
 ) -> DesignPublic:
+    background.add_task(send_outbox, services)
     origin = _version(session, owner, name, ref)
     design = forks.fork_version(session, origin, caller.load(session), data or ForkCreate())
     session.commit()
@@ -535,9 +560,12 @@ def accept_change_request(
     request_id: RequestId,
     caller: Caller,
     session: WriteSessionDep,
+    services: ServicesDep,
+    background: BackgroundTasks,
     data: ChangeRequestDecision | None = None,
 ) -> ChangeRequestPublic:
     """A maintainer merges the fork's version: a new version with two parents."""
+    background.add_task(send_outbox, services)
     return _decide_change_request(
         session, caller, owner, name, request_id, data, change_requests.accept
     )

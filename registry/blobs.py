@@ -102,6 +102,17 @@ class BlobStore:
     def writer(self) -> BlobWriter:
         return BlobWriter(self)
 
+    def put(self, data: bytes) -> StoredBlob:
+        """Store ``data`` whole (made by the hub itself, such as previews)."""
+        writer = self.writer()
+        try:
+            writer.count(len(data))
+            writer.hash_chunk(data)
+            writer.store_chunk(data)
+            return writer.commit()
+        finally:
+            writer.abort()
+
     def clean_tmp(self, older_than_seconds: float = 3600) -> int:
         """Remove temporary files left by writers that died; returns how many were removed.
 

@@ -29,12 +29,15 @@ class CachedFile:
 class CachedVersion:
     body: bytes
     files: dict[str, CachedFile]
+    # Whether the document is final: its geometry verdict is no longer pending.
+    final: bool = True
 
 
 def cache_entry(version: Version, public: VersionPublic) -> CachedVersion:
     return CachedVersion(
         body=public.model_dump_json().encode(),
         files={f.path: CachedFile(f.sha256, f.size, f.media_type) for f in version.files},
+        final=public.verdict != "pending",
     )
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -210,3 +211,55 @@ class DesignEvent(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     actor: Mapped[User] = relationship(lazy="joined")
+
+
+class GeometryReportRow(Base):
+    """The geometry report of one file's bytes, read as one format by one checker version.
+
+    Bytes never change, so neither does their report: a row is written once, and every version
+    that holds the same file (pushes, forks, merges) shares it. A new checker version simply
+    has no rows yet, and its reports are made afresh.
+    """
+
+    __tablename__ = "geometry_reports"
+    __table_args__ = (UniqueConstraint("sha256", "reader", "checker_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    # The reader the file's extension chose (stl, obj, ply, 3mf, step): the same bytes under
+    # another extension are another question.
+    reader: Mapped[str] = mapped_column(String(8))
+    checker_version: Mapped[str] = mapped_column(String(32))
+    # pass | warn | fail | unreadable
+    verdict: Mapped[str] = mapped_column(String(16))
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Blobs of the previews made in the same run (a GLB for viewers, a PNG thumbnail).
+    preview_png: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    preview_glb: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class GeometryDiffRow(Base):
+    """The geometry diff of two files' bytes, kept like reports: computed once, shared by all."""
+
+    __tablename__ = "geometry_diffs"
+    __table_args__ = (
+        UniqueConstraint(
+            "old_sha256",
+            "old_reader",
+            "new_sha256",
+            "new_reader",
+            "checker_version",
+            name="uq_geometry_diffs_pair",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    old_sha256: Mapped[str] = mapped_column(String(64))
+    old_reader: Mapped[str] = mapped_column(String(8))
+    new_sha256: Mapped[str] = mapped_column(String(64))
+    new_reader: Mapped[str] = mapped_column(String(8))
+    checker_version: Mapped[str] = mapped_column(String(32))
+    diff: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -137,6 +137,9 @@ class VersionPublic(BaseModel):
     parents: list[DesignRef]
     files: list[FileEntry]
     manifest: dict[str, Any]
+    # The geometry verdict of its model files: pending until every one has a report, then the
+    # worst of theirs (pass, warn, fail, unreadable); none when it holds no model file.
+    verdict: str = "pending"
 
 
 class VersionSummary(BaseModel):
@@ -150,6 +153,7 @@ class VersionSummary(BaseModel):
     parents: list[DesignRef]
     file_count: int
     total_size: int
+    verdict: str = "pending"
 
 
 class Attribution(BaseModel):
@@ -229,3 +233,40 @@ class EventPublic(BaseModel):
     actor: str
     created_at: datetime
     data: dict[str, Any]
+
+
+class FileReport(BaseModel):
+    path: str
+    sha256: str
+    # pending until its report is in, then pass | warn | fail | unreadable
+    verdict: str
+    report: dict[str, Any] | None = None
+    # Where the previews are served, once they are made: {"png": url, "glb": url}.
+    previews: dict[str, str] = {}
+
+
+class VersionReport(BaseModel):
+    design: str
+    number: int
+    verdict: str
+    checker_version: str
+    files: list[FileReport]
+
+
+class FileChange(BaseModel):
+    path: str
+    old_sha256: str
+    new_sha256: str
+    # For model files: volume, area and size deltas and the two-sided surface distance, or
+    # {"error": ...} when they cannot be compared.
+    geometry: dict[str, Any] | None = None
+
+
+class VersionDiff(BaseModel):
+    design: str
+    old: int
+    new: int
+    added: list[str]
+    removed: list[str]
+    changed: list[FileChange]
+    unchanged: list[str]

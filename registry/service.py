@@ -11,11 +11,11 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from dgml.db import utcnow
 from dgml.errors import Conflict, Forbidden, Invalid, NotFound
-from registry import activity
+from registry import activity, validation
 from registry.licences import get_licence
 from registry.models import (
     Design,
@@ -331,14 +331,19 @@ def create_version(
         session.rollback()
         raise Conflict("another version took this tag at the same moment", field="tag") from None
     session.refresh(design, ["version_count"])
+    validation.request_validation(session, version)
     activity.record(
         session, design, "version.created", author, version=number, kind=kind, files=len(files)
     )
     return version
 
 
-def version_public(version: Version) -> VersionPublic:
+def version_public(version: Version, verdict: str | None = None) -> VersionPublic:
+    """The version's document; its verdict is looked up unless given."""
     design = version.design
+    if verdict is None:
+        session = object_session(version)
+        verdict = validation.verdicts(session, [version])[version.id] if session else "pending"
     return VersionPublic(
         design=f"{design.owner.name}/{design.name}",
         number=version.number,
@@ -354,10 +359,11 @@ def version_public(version: Version) -> VersionPublic:
             for f in version.files
         ],
         manifest=version.manifest,
+        verdict=verdict,
     )
 
 
-def version_summary(version: Version) -> VersionSummary:
+def version_summary(version: Version, verdict: str) -> VersionSummary:
     design = version.design
     return VersionSummary(
         design=f"{design.owner.name}/{design.name}",
@@ -370,6 +376,7 @@ def version_summary(version: Version) -> VersionSummary:
         parents=[version_ref(link.parent) for link in version.parent_links],
         file_count=len(version.files),
         total_size=sum(f.size for f in version.files),
+        verdict=verdict,
     )
 
 
@@ -378,4 +385,5 @@ def list_versions(
 ) -> Page[VersionSummary]:
     query = select(Version).where(Version.design_id == design.id)
     rows, next_cursor = keyset_page(session, query, Version.number, cursor, limit)
-    return Page(items=[version_summary(v) for v in rows], next_cursor=next_cursor)
+    found = validation.verdicts(session, rows)
+    return Page(items=[version_summary(v, found[v.id]) for v in rows], next_cursor=next_cursor)

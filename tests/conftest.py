@@ -210,6 +210,30 @@ def live_server(settings) -> Iterator[str]:
     thread.join(10)
 
 
+@pytest.fixture
+def run_jobs(settings, redis_client):
+    """Run the hub's queued jobs to the end, as a worker of ``dgml up`` would, in this process."""
+    from rq import SimpleWorker
+    from rq.serializers import JSONSerializer
+
+    from dgml import outbox
+    from dgml.worker import QUEUES, make_context, set_context
+
+    context = make_context(settings)
+    set_context(context)
+
+    def run() -> None:
+        outbox.dispatch(context.sessions, redis_client)
+        queues = [outbox.queue(redis_client, name) for name in QUEUES]
+        SimpleWorker(queues, connection=redis_client, serializer=JSONSerializer).work(
+            burst=True, logging_level="WARNING"
+        )
+
+    yield run
+    set_context(None)
+    context.engine.dispose()
+
+
 def mesh(name: str) -> bytes:
     """A real mesh file from tests/data (see tests/data/SOURCES.md)."""
     return (TESTDATA / name).read_bytes()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+import dgml.outbox  # noqa: F401  (registers the outbox table)
 import registry.models  # noqa: F401  (registers the registry tables)
 from dgml.db import Base
 
