@@ -1,10 +1,10 @@
 """Full mesh check of a binary STL against admesh on the same file.
 
 Two meshes: a 1.3-million-triangle icosphere (trimesh, subdivisions=8) and 3DBenchy (converted
-from its 3MF to binary STL). For each, the wall time of reading the file with numpy and running
-``check_mesh`` (weld, edges, winding, bodies, volume...) is compared with ``admesh FILE``; and
-a child process measures the check's peak memory (tracemalloc, which sees numpy's buffers) as
-a multiple of the file size.
+from its 3MF to binary STL). For each, the wall time of reading the file with dgml's reader
+(``read_model``) and running ``check_mesh`` (weld, edges, winding, bodies, volume...) is
+compared with ``admesh FILE``; and a child process measures the peak memory of both
+(tracemalloc, which sees numpy's buffers) as a multiple of the file size.
 
     .venv/bin/python bench/bench_geometry.py [--rounds 5] [--output bench/results/geometry.json]
 """
@@ -30,33 +30,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from registry.geometry.checks import check_mesh  # noqa: E402
-from registry.geometry.mesh import MeshData  # noqa: E402
+from registry.geometry.readers import read_model  # noqa: E402
 
 BENCHY = ROOT.parent / "shared" / "testdata" / "meshes" / "3DBenchy.3mf"
 GOAL_RATIO = 1.0
 GOAL_MEMORY = 4.0
-STL_RECORD = np.dtype([("normal", "<f4", (3,)), ("corners", "<f4", (3, 3)), ("attribute", "<u2")])
-
-
-def read_binary_stl(path: Path) -> MeshData:
-    """Binary STL into a MeshData, every triangle with its own three vertices."""
-    with path.open("rb") as file:
-        file.seek(80)
-        count = int(np.frombuffer(file.read(4), "<u4")[0])
-        if path.stat().st_size < 84 + count * STL_RECORD.itemsize:
-            raise ValueError(f"{path}: the header counts more triangles than the file holds")
-        corners = np.empty((count, 3, 3), np.float64)
-        # a few MB at a time, so the file is never in memory twice
-        for start in range(0, count, 1 << 16):
-            records = np.fromfile(file, dtype=STL_RECORD, count=min(1 << 16, count - start))
-            corners[start : start + records.shape[0]] = records["corners"]
-    vertices = corners.reshape(-1, 3)
-    faces = np.arange(vertices.shape[0], dtype=np.int64).reshape(-1, 3)
-    return MeshData(vertices=vertices, faces=faces, source_format="stl-binary")
 
 
 def run_check(path: Path, parallel: bool) -> dict:
-    mesh = read_binary_stl(path)
+    mesh = read_model(path, path.name)
     report = check_mesh(mesh, parallel=parallel)
     return {"verdict": report.verdict.value, **report.metrics.model_dump()}
 

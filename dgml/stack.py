@@ -113,6 +113,7 @@ def run_stack(settings: Settings, *, host: str, port: int) -> None:
             f"database: {backend}, redis: {settings.redis_url})"
         )
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("alembic").setLevel(logging.WARNING)
         # Migrate before the workers start, so that they and the API never race to do it.
         engine = make_engine(settings.resolved_database_url)
         migrate(engine)

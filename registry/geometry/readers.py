@@ -10,6 +10,7 @@ has.
 from __future__ import annotations
 
 import io
+import os
 import re
 from collections.abc import Callable
 from itertools import pairwise
@@ -45,6 +46,8 @@ def read_model(data: bytes | Path, name: str, *, limits: ReadLimits = LIMITS) ->
         )
     if isinstance(data, Path):
         try:
+            if suffix == ".stl" and (mesh := _read_binary_stl_file(data, limits)) is not None:
+                return mesh
             data = data.read_bytes()
         except OSError as exc:
             raise Unreadable(f"{name}: cannot open the file ({exc.strerror})") from exc
@@ -79,6 +82,8 @@ _FACET = re.compile(
     + rb"\s+endloop\s+endfacet",
     re.IGNORECASE,
 )  # fmt: skip
+# Triangles per read when streaming a binary STL from disk (3.2 MB of records).
+_STL_BATCH = 1 << 16
 _SOLID = re.compile(rb"^[ \t]*solid\b[ \t]*([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
 _ENDSOLID_ONLY = re.compile(rb"\s*(endsolid\b[^\r\n]*)?\s*", re.IGNORECASE)
 
@@ -94,11 +99,14 @@ def read_stl(data: bytes, *, limits: ReadLimits = LIMITS) -> MeshData:
     return read_stl_binary(data, limits=limits)
 
 
-def _binary_stl_size_fits(data: bytes, limits: ReadLimits) -> bool:
-    if len(data) < 84:
+def _binary_stl_size_fits(data: bytes, limits: ReadLimits, size: int | None = None) -> bool:
+    """Whether ``data`` (or a file of ``size`` bytes starting with ``data``) is as long as the
+    triangle count in its header says a binary STL must be."""
+    size = len(data) if size is None else size
+    if len(data) < 84 or size < 84:
         return False
     expected = 84 + 50 * int.from_bytes(data[80:84], "little")
-    return expected <= len(data) <= expected + limits.stl_max_padding
+    return expected <= size <= expected + limits.stl_max_padding
 
 
 def read_stl_binary(data: bytes, *, limits: ReadLimits = LIMITS) -> MeshData:
@@ -128,6 +136,32 @@ def read_stl_binary(data: bytes, *, limits: ReadLimits = LIMITS) -> MeshData:
     return MeshData(
         vertices=vertices,
         faces=faces,
+        source_format="stl-binary",
+        object_of_face=np.zeros(count, dtype=np.int32),
+    )
+
+
+def _read_binary_stl_file(path: Path, limits: ReadLimits) -> MeshData | None:
+    """A binary STL read from disk a few MB at a time, so that the file is never in memory
+    whole beside its vertices; None when the file is not a binary STL by its size."""
+    with path.open("rb") as file:
+        head = file.read(84)
+        size = os.fstat(file.fileno()).st_size
+        if not _binary_stl_size_fits(head, limits, size):
+            return None
+        count = int.from_bytes(head[80:84], "little")
+        if count == 0:
+            raise Unreadable("binary STL holds no triangles")
+        check_triangle_count(count, limits, "the binary STL header")
+        corners = np.empty((count, 3, 3), np.float64)
+        for start in range(0, count, _STL_BATCH):
+            records = np.fromfile(file, dtype=_STL_RECORD, count=min(_STL_BATCH, count - start))
+            if records.shape[0] == 0:
+                raise Unreadable("binary STL ended early: the file shrank while being read")
+            corners[start : start + records.shape[0]] = records["corners"]
+    return MeshData(
+        vertices=corners.reshape(-1, 3),
+        faces=np.arange(3 * count, dtype=np.int64).reshape(-1, 3),
         source_format="stl-binary",
         object_of_face=np.zeros(count, dtype=np.int32),
     )

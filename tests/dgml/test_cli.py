@@ -73,6 +73,20 @@ def _redis_processes(data_dir: Path) -> list[str]:
     return [line for line in found.stdout.splitlines() if str(data_dir) in line]
 
 
+def _worker_processes(data_dir: Path) -> list[int]:
+    """Pids of ``dgml worker`` processes started for this data dir."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if b"worker" in cmdline and f"DGML_DATA_DIR={data_dir}".encode() in environ:
+            found.append(int(entry.name))
+    return found
+
+
 @pytest.mark.slow
 def test_up_serves_the_api_with_embedded_redis_and_stops_cleanly(tmp_path):
     data_dir = tmp_path / "hub"
@@ -117,6 +131,14 @@ def test_up_serves_the_api_with_embedded_redis_and_stops_cleanly(tmp_path):
             files=[("files", ("cube.stl", mesh("20mm-xyz-cube.stl")))],
         )
         assert pushed.status_code == 201
+        # The hub's own worker checks the file: pending, then the verdict.
+        assert len(_worker_processes(data_dir)) == 1
+        deadline = time.monotonic() + 60
+        while (verdict := pushed.json()["verdict"]) == "pending":
+            assert time.monotonic() < deadline, "the version stayed pending"
+            time.sleep(0.2)
+            pushed = httpx.get(base + "/api/v1/designs/alice/cube/versions/1")
+        assert verdict == "pass"
         assert httpx.get(base + "/api/v1/openapi.json").json()["info"]["title"] == "dgml"
         assert (data_dir / "redis" / "appendonly.aof").exists() or (
             data_dir / "redis" / "appendonlydir"
@@ -131,6 +153,7 @@ def test_up_serves_the_api_with_embedded_redis_and_stops_cleanly(tmp_path):
     while _redis_processes(data_dir) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _redis_processes(data_dir) == []
+    assert _worker_processes(data_dir) == []
     # The data survives a restart.
     again = subprocess.Popen(
         [DGML, "up", "--port", str(port)],

@@ -754,3 +754,29 @@ def test_3mf_whose_declared_size_passes_the_cap_but_not_the_ratio_is_unreadable(
     data = zip_with_one_deflated_entry("3D/3dmodel.model", stream, 100 << 10)
     with pytest.raises(Unreadable, match="200 times the archive"):
         read_3mf(data)
+
+
+def test_binary_stl_from_disk_streams_to_the_same_mesh(tmp_path):
+    data = (DATA / "20mm-xyz-cube.stl").read_bytes()
+    path = tmp_path / "cube.stl"
+    path.write_bytes(data)
+    from_disk, in_memory = read_model(path, "cube.stl"), read_model(data, "cube.stl")
+    assert np.array_equal(from_disk.vertices, in_memory.vertices)
+    assert np.array_equal(from_disk.faces, in_memory.faces)
+    assert from_disk.source_format == "stl-binary"
+    # A file one triangle short is not read as binary by its size, and says so.
+    path.write_bytes(data[:-50])
+    with pytest.raises(Unreadable, match="header counts 260 triangles"):
+        read_model(path, "cube.stl")
+
+
+def test_binary_stl_from_disk_holds_no_copy_of_the_file(tmp_path):
+    path = tmp_path / "sphere.stl"
+    trimesh.creation.icosphere(subdivisions=7).export(path)  # 16 MB
+    size = path.stat().st_size
+    tracemalloc.start()
+    mesh = read_model(path, "sphere.stl")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    held = mesh.vertices.nbytes + mesh.faces.nbytes + mesh.object_of_face.nbytes
+    assert peak < held + size * 0.3  # the vertices and faces, and a few MB of reading
