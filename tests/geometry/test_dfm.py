@@ -31,6 +31,37 @@ def test_every_process_has_rules():
     assert set(PROCESS_RULES) == {"fdm", "sla", "sls", "cnc", "laser"}
 
 
+def test_each_process_runs_its_own_checks():
+    rules = PROCESS_RULES
+    assert rules["sla"].escape_hole_mm == 3.5 and rules["sls"].escape_hole_mm == 5.0
+    assert "resin" in rules["sla"].trapped and "powder" in rules["sls"].trapped
+    assert rules["cnc"].three_axis and rules["cnc"].min_internal_radius_mm == 1.0
+    assert rules["laser"].max_sheet_mm == 10.0 and rules["laser"].min_wall_mm is None
+    assert not any(rules[p].three_axis or rules[p].escape_hole_mm for p in ("fdm", "laser"))
+    block = trimesh.creation.box((30, 20, 10))
+    added = {
+        process: set(report_for(block, process).metrics.model_dump())
+        - set(check_mesh(MeshData(block.vertices, block.faces, "stl-binary")).metrics.model_dump())
+        for process in rules
+    }
+    assert added["fdm"] == {"overhang_area_mm2", "bed_contact_area_mm2", "min_wall_mm"}
+    assert added["sla"] == added["sls"] == {"min_wall_mm", "trapped_volume_mm3", "trapped_voids"}
+    assert added["cnc"] == {
+        "min_wall_mm",
+        "undercut_area_mm2",
+        "sharp_internal_corners",
+        "sharp_corner_length_mm",
+    }
+    assert added["laser"] == {
+        "sheet_thickness_mm",
+        "sheet_size_mm",
+        "profile_loops",
+        "cut_length_mm",
+    }
+    # a plain block is fine for every process (a 10 mm sheet is within the laser's reach)
+    assert {report_for(block, process).verdict.value for process in rules} == {"pass"}
+
+
 def test_solid_block_has_nothing_to_say():
     report = report_for(trimesh.creation.box((30, 20, 10)))
     assert report.verdict.value == "pass"
@@ -81,3 +112,27 @@ def test_real_cube_walls_are_thick_enough():
     check_process(mesh, report, "fdm")
     assert "THIN_WALLS" not in codes(report)
     assert report.metrics.min_wall_mm > 0.8
+
+
+@pytest.mark.slow
+def test_every_process_is_bounded_on_a_million_triangles():
+    import time
+
+    outer = trimesh.creation.icosphere(subdivisions=8, radius=40)
+    void = trimesh.creation.icosphere(subdivisions=5, radius=20)
+    void.invert()
+    both = trimesh.util.concatenate([outer, void])
+    corners = both.triangles.reshape(-1, 3)
+    mesh = MeshData(corners, np.arange(len(corners)).reshape(-1, 3), "stl-binary")
+    assert mesh.triangle_count > 1_300_000
+    base = check_mesh(mesh)
+    for process in PROCESS_RULES:
+        report = base.model_copy(deep=True)
+        started = time.perf_counter()
+        check_process(mesh, report, process)
+        # about 3 s on one free core; the bound leaves room for a busy machine
+        assert time.perf_counter() - started < 30, process
+        if process in ("sla", "sls"):
+            assert report.metrics.trapped_voids == 1
+        if process == "laser":
+            assert "NOT_FLAT" in codes(report)
