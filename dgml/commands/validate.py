@@ -19,6 +19,7 @@ _VOLUME_RE = re.compile(rf"^\s*{_NUMBER}\s*[xX]\s*{_NUMBER}\s*[xX]\s*{_NUMBER}\s
 _COLOURS = {"pass": "green", "warn": "yellow", "fail": "red", "unreadable": "red"}
 
 out = Console()
+err = Console(stderr=True)
 
 
 class Process(StrEnum):
@@ -68,6 +69,16 @@ def _show(report) -> None:
         out.print(table)
 
 
+def _write_dxf(file: Path, directory: Path, report) -> None:
+    from registry.geometry.dxf import dxf_for
+    from registry.geometry.readers import read_model
+
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{file.stem}.dxf"
+    target.write_bytes(dxf_for(read_model(file, file.name)))
+    err.print(f"cut outline of {file.name} written to {target}", highlight=False)
+
+
 def validate(
     path: Annotated[Path, typer.Argument(help="A model file (STL, 3MF, OBJ, PLY) or a folder.")],
     build_volume: Annotated[
@@ -75,7 +86,19 @@ def validate(
     ] = None,
     process: Annotated[
         Process | None,
-        typer.Option("--process", help="Also check what this process needs (walls, overhangs)."),
+        typer.Option(
+            "--process",
+            help="Also check what this process needs: walls, overhangs, trapped volumes, "
+            "undercuts, internal corners, flatness.",
+        ),
+    ] = None,
+    dxf: Annotated[
+        Path | None,
+        typer.Option(
+            "--dxf",
+            help="With --process laser: write each flat part's cut outline to DIR/NAME.dxf.",
+            metavar="DIR",
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report(s) as JSON.")] = False,
 ) -> None:
@@ -83,6 +106,8 @@ def validate(
     from registry.geometry.validate import unreadable_report, validate_model
 
     volume = parse_build_volume(build_volume)
+    if dxf is not None and process is not Process.laser:
+        raise typer.BadParameter("--dxf needs --process laser", param_hint="--dxf")
     if not path.exists():
         raise typer.BadParameter(f"no such file or folder: {path}", param_hint="PATH")
     files = model_files(path)
@@ -101,6 +126,8 @@ def validate(
             report = unreadable_report(file.name, f"cannot read the file: {exc.strerror}")
         report.path = str(file)
         reports.append(report)
+        if dxf is not None and report.metrics.model_extra.get("sheet_thickness_mm"):
+            _write_dxf(file, dxf, report)
     if as_json:
         dumped = [r.model_dump(mode="json") for r in reports]
         print(json.dumps(dumped[0] if path.is_file() else dumped, indent=2))

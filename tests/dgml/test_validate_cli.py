@@ -98,3 +98,28 @@ def test_process_checks_warn_about_thin_walls(tmp_path):
     assert "THIN_WALLS" in {issue["code"] for issue in report["issues"]}
     unknown = validate(str(plate), "--process", "plasma")
     assert unknown.returncode == 2
+
+
+def test_laser_outline_is_written_as_dxf(tmp_path):
+    import ezdxf
+    import trimesh
+
+    plate = trimesh.creation.box((40, 30, 3))
+    hole = trimesh.creation.cylinder(radius=5, height=10, sections=64)
+    part = plate.difference(hole, engine="manifold")
+    part.export(tmp_path / "plate.stl")
+    trimesh.creation.icosphere(radius=5).export(tmp_path / "ball.stl")
+    result = validate(str(tmp_path), "--process", "laser", "--dxf", str(tmp_path / "cut"), "--json")
+    reports = {Path(r["path"]).name: r for r in json.loads(result.stdout)}
+    assert reports["plate.stl"]["metrics"]["sheet_thickness_mm"] == pytest.approx(3)
+    assert "NOT_FLAT" in {i["code"] for i in reports["ball.stl"]["issues"]}
+    assert result.returncode == 1  # the ball cannot be cut
+    assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == ["plate.dxf"]
+    loops = list(ezdxf.readfile(tmp_path / "cut" / "plate.dxf").modelspace().query("LWPOLYLINE"))
+    assert len(loops) == 2
+
+
+def test_dxf_needs_the_laser_process(tmp_path):
+    result = validate(str(DATA / "unit_cube.STL"), "--dxf", str(tmp_path))
+    assert result.returncode == 2
+    assert "--dxf needs --process laser" in result.stderr
