@@ -28,6 +28,7 @@ from registry.api import WHOLE_READ_BYTES
 from registry.api import hot_reads as registry_hot_reads
 from registry.api import router as registry_router
 from registry.blobs import BlobStore
+from registry.builds_api import router as builds_router
 from registry.cache import BlobBytesCache, VersionCache
 from registry.reports_api import router as reports_router
 
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.include_router(registry_hot_reads)
     app.include_router(registry_router)
     app.include_router(reports_router)
+    app.include_router(builds_router)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:

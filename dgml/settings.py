@@ -39,7 +39,10 @@ class Settings(BaseSettings):
     # Caps on checking one model file (and on one geometry diff), in a child process.
     validation_timeout_s: float = Field(default=300.0, gt=0)
     validation_memory_mb: int = Field(default=4096, ge=256)
-    # RQ worker processes that ``dgml up`` starts for validation.
+    # Caps on one parametric build (a CadQuery script in the sandbox).
+    build_timeout_s: float = Field(default=120.0, gt=0)
+    build_memory_mb: int = Field(default=2048, ge=256)
+    # RQ worker processes that ``dgml up`` starts (each serves validation and builds).
     validation_workers: int = Field(default=1, ge=0, le=64)
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)

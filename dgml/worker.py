@@ -29,7 +29,7 @@ from registry.blobs import BlobStore
 log = logging.getLogger("dgml.worker")
 
 # Queues in the order a worker serves them.
-QUEUES = ("validate",)
+QUEUES = ("validate", "build")
 SWEEP_SECONDS = 5.0
 # Sent outbox messages are deleted about once an hour, a week after they were sent.
 PRUNE_EVERY = 720
@@ -83,7 +83,7 @@ def sweep_forever(context: WorkerContext, redis: Redis, stop: threading.Event) -
 def run_worker(
     settings: Settings, queues: tuple[str, ...] = QUEUES, *, burst: bool = False
 ) -> None:
-    import registry.validation  # noqa: F401  (registers its outbox topics)
+    from registry import builds, validation  # noqa: F401  (they register their outbox topics)
 
     if not settings.redis_url:
         raise DgmlError("a worker needs DGML_REDIS_URL (dgml up sets it for its own workers)")

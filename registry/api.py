@@ -18,7 +18,7 @@ from dgml import outbox
 from dgml.db import write_session
 from dgml.deps import Caller, Principal, Services, ServicesDep, SessionDep, WriteSessionDep
 from dgml.errors import Forbidden, Invalid, NotFound, PayloadTooLarge
-from registry import accounts, activity, change_requests, forks, service
+from registry import accounts, activity, builds, change_requests, forks, service
 from registry.blobs import BlobStore
 from registry.cache import CachedVersion, cache_entry
 from registry.licences import LICENCES
@@ -284,6 +284,9 @@ async def push_version(
                     message=form.text.get("message", ""),
                     tag=form.text.get("tag") or None,
                 )
+                builds.request_default_build(
+                    session, version, lambda path: form.read(path, builds.MAX_SOURCE_BYTES + 1)
+                )
                 # Blobs go into the store only once the version is sure to be written; the
                 # transaction commits right after, when this block ends.
                 form.commit()
@@ -305,6 +308,12 @@ def list_versions(
 ) -> Page[VersionSummary]:
     design = service.get_design(session, owner, name)
     return service.list_versions(session, design, cursor, page_size(services, limit))
+
+
+def _stored_reader(services: Services, version: Version):
+    """Reads a file of ``version`` by path from the blob store."""
+    by_path = {f.path: f.sha256 for f in version.files}
+    return lambda path: services.blobs.path_for(by_path[path]).read_bytes()
 
 
 def send_outbox(services: Services) -> None:
@@ -477,6 +486,8 @@ def fork(
     background.add_task(send_outbox, services)
     origin = _version(session, owner, name, ref)
     design = forks.fork_version(session, origin, caller.load(session), data or ForkCreate())
+    first = service.get_version(session, design, 1)
+    builds.request_default_build(session, first, _stored_reader(services, first))
     session.commit()
     return service.design_public(design)
 
@@ -541,10 +552,13 @@ def _decide_change_request(
     request_id: int,
     data: ChangeRequestDecision | None,
     decide,
+    services: Services | None = None,
 ) -> ChangeRequestPublic:
     design = service.get_design(session, owner, name)
     request = change_requests.get_change_request(session, design, request_id)
-    decide(session, request, caller.load(session), data.message if data else "")
+    merged = decide(session, request, caller.load(session), data.message if data else "")
+    if services is not None and isinstance(merged, Version):
+        builds.request_default_build(session, merged, _stored_reader(services, merged))
     session.commit()
     return change_requests.change_request_public(request)
 
@@ -567,7 +581,7 @@ def accept_change_request(
     """A maintainer merges the fork's version: a new version with two parents."""
     background.add_task(send_outbox, services)
     return _decide_change_request(
-        session, caller, owner, name, request_id, data, change_requests.accept
+        session, caller, owner, name, request_id, data, change_requests.accept, services
     )
 
 

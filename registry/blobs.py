@@ -61,6 +61,11 @@ class BlobWriter:
         for chunk in chunks:
             self.store_chunk(chunk)
 
+    def read_back(self, limit: int) -> bytes:
+        """What was written so far, up to ``limit`` bytes (before commit: from the temp file)."""
+        with self._tmp_path.open("rb") as file:
+            return file.read(limit)
+
     @property
     def sha256(self) -> str:
         """The digest of what was written so far."""

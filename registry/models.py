@@ -263,3 +263,33 @@ class GeometryDiffRow(Base):
     checker_version: Mapped[str] = mapped_column(String(32))
     diff: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Build(Base):
+    """One build of a version's parametric source with one set of parameter values.
+
+    Builds are keyed by the version and the hash of the complete, canonical parameter set, so
+    the same request twice builds once. The built files are blobs like any version file.
+    """
+
+    __tablename__ = "builds"
+    __table_args__ = (UniqueConstraint("version_id", "parameter_hash"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"), index=True)
+    parameter_hash: Mapped[str] = mapped_column(String(64))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # queued | running | done | failed
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    # [{"part", "path", "sha256", "size"}] once done
+    files: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Which cap the build hit (time, memory, output...), if any.
+    limit_hit: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    log: Mapped[str] = mapped_column(Text, default="")
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    version: Mapped[Version] = relationship(lazy="joined")

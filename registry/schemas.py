@@ -270,3 +270,39 @@ class VersionDiff(BaseModel):
     removed: list[str]
     changed: list[FileChange]
     unchanged: list[str]
+
+
+class ParameterList(BaseModel):
+    # The path of the CadQuery source, or None when the version is not parametric.
+    source: str | None
+    parameters: list[dict[str, Any]]
+
+
+class BuildRequest(BaseModel):
+    params: dict[str, Any] = {}
+
+
+class BuiltFile(BaseModel):
+    part: str
+    path: str
+    sha256: str
+    size: int
+    url: str
+
+
+class BuildPublic(BaseModel):
+    id: str
+    design: str
+    version: int
+    # queued | running | done | failed
+    state: str
+    # pending until built and checked, then the worst verdict of its parts
+    verdict: str
+    parameters: dict[str, Any]
+    files: list[BuiltFile]
+    error: str | None = None
+    limit: str | None = None
+    log: str = ""
+    seconds: float | None = None
+    created_at: datetime
+    finished_at: datetime | None = None

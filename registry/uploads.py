@@ -49,6 +49,11 @@ class PushForm:
         """``(path, sha256, size)`` of every file, before they are committed."""
         return [(path, writer.sha256, writer.size) for path, writer in self.files]
 
+    def read(self, path: str, limit: int) -> bytes:
+        """The uploaded bytes of ``path`` (up to ``limit``), before they are committed."""
+        writer = next(w for p, w in self.files if p == path)
+        return writer.read_back(limit)
+
     def commit(self) -> list[tuple[str, StoredBlob]]:
         """Move every file into the blob store; returns ``(path, blob)`` pairs in upload order."""
         return [(path, writer.commit()) for path, writer in self.files]

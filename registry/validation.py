@@ -75,11 +75,16 @@ def reports_for(
 
 def request_validation(session: Session, version: Version) -> int:
     """Post validation jobs for the version's model files that have no report yet; how many."""
+    return request_for_files(session, [(f.path, f.sha256) for f in version.files])
+
+
+def request_for_files(session: Session, files_by_path: Iterable[tuple[str, str]]) -> int:
+    """Post validation jobs for those ``(path, sha256)`` model files without a report yet."""
     files = {}
-    for f in version.files:
-        reader = reader_for(f.path)
+    for path, sha in files_by_path:
+        reader = reader_for(path)
         if reader is not None:
-            files.setdefault((f.sha256, reader), f.path)
+            files.setdefault((sha, reader), path)
     missing = set(files) - set(reports_for(session, set(files)))
     for sha, reader in sorted(missing):
         name = PurePosixPath(files[sha, reader]).name

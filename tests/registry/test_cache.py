@@ -48,7 +48,8 @@ def test_cached_and_uncached_reads_agree(client, alice):
         headers=alice.headers,
     )
     url = "/api/v1/designs/alice/cube"
-    files = [("files", ("cube.stl", b"solid c\nendsolid c\n"))]
+    # Not a model, so the verdict is final at once ("none") and the document cacheable.
+    files = [("files", ("cube.scad", b"cube(10);\n"))]
     client.post(url + "/versions", files=files, data={"tag": "first"}, headers=alice.headers)
     first = client.get(url + "/versions/1")
     again = client.get(url + "/versions/1")
@@ -61,5 +62,5 @@ def test_cached_and_uncached_reads_agree(client, alice):
     assert client.get(url + "/versions/latest").json()["number"] == 2
     # Case-folded names reach the same cached version.
     assert client.get("/api/v1/designs/ALICE/Cube/versions/1").content == first.content
-    assert client.get(url + "/versions/1/files/cube.stl").content == b"solid c\nendsolid c\n"
-    assert client.get(url + "/versions/1/files/cube.stl").content == b"solid c\nendsolid c\n"
+    assert client.get(url + "/versions/1/files/cube.scad").content == b"cube(10);\n"
+    assert client.get(url + "/versions/1/files/cube.scad").content == b"cube(10);\n"
