@@ -30,6 +30,7 @@ from registry.api import router as registry_router
 from registry.blobs import BlobStore
 from registry.builds_api import router as builds_router
 from registry.cache import BlobBytesCache, VersionCache
+from registry.change_requests_api import router as change_requests_router
 from registry.reports_api import router as reports_router
 
 log = logging.getLogger("dgml.app")
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     install_error_handlers(app)
     app.include_router(registry_hot_reads)
     app.include_router(registry_router)
+    app.include_router(change_requests_router)
     app.include_router(reports_router)
     app.include_router(builds_router)
 

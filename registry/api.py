@@ -5,20 +5,17 @@ from __future__ import annotations
 import posixpath
 import zipfile
 from collections.abc import Iterator
-from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
-from fastapi import Path as FastAPIPath
+from fastapi import APIRouter, BackgroundTasks, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from dgml import outbox
 from dgml.db import write_session
 from dgml.deps import Caller, Principal, Services, ServicesDep, SessionDep, WriteSessionDep
 from dgml.errors import Forbidden, Invalid, NotFound, PayloadTooLarge
-from registry import accounts, activity, builds, change_requests, forks, service
+from registry import accounts, activity, builds, forks, service
 from registry.blobs import BlobStore
 from registry.cache import CachedVersion, cache_entry
 from registry.licences import LICENCES
@@ -26,9 +23,6 @@ from registry.manifest import parse_manifest
 from registry.models import Version
 from registry.schemas import (
     Attribution,
-    ChangeRequestCreate,
-    ChangeRequestDecision,
-    ChangeRequestPublic,
     DesignCreate,
     DesignPublic,
     DesignUpdate,
@@ -43,25 +37,14 @@ from registry.schemas import (
     VersionSummary,
 )
 from registry.uploads import read_push_form
+from registry.web import DESIGN, VERSION, Cursor, page_size, send_outbox, stored_reader
 
 router = APIRouter(prefix="/api/v1")
 # The hottest reads (version documents and files) sit in a router of their own that the app
 # mounts first: routes are matched in order, and these should not wait behind thirty others.
 hot_reads = APIRouter(prefix="/api/v1")
-DESIGN = "/designs/{owner}/{name}"
-VERSION = DESIGN + "/versions/{ref}"
 # Files up to this size are read in one go; larger ones stream (and answer Range requests).
 WHOLE_READ_BYTES = 4 * 1024 * 1024
-RequestId = Annotated[int, FastAPIPath(ge=1, le=2**31 - 1)]
-Cursor = Annotated[str | None, Query(description="from the previous page's next_cursor")]
-
-
-def page_size(services: Services, limit: int | None) -> int:
-    if limit is None:
-        return services.settings.page_size_default
-    if limit < 1:
-        raise Invalid("limit must be at least 1", field="limit")
-    return min(limit, services.settings.page_size_max)
 
 
 # --- accounts ---------------------------------------------------------------------------------
@@ -310,19 +293,6 @@ def list_versions(
     return service.list_versions(session, design, cursor, page_size(services, limit))
 
 
-def _stored_reader(services: Services, version: Version):
-    """Reads a file of ``version`` by path from the blob store."""
-    by_path = {f.path: f.sha256 for f in version.files}
-    return lambda path: services.blobs.path_for(by_path[path]).read_bytes()
-
-
-def send_outbox(services: Services) -> None:
-    """After a write has answered: hand its outbox messages to their queues (a worker's sweep
-    does it a few seconds later if Redis is away now)."""
-    if services.redis is not None:
-        outbox.dispatch(services.sessions, services.redis)
-
-
 def _version(session: Session, owner: str, name: str, ref: str) -> Version:
     return service.get_version(session, service.get_design(session, owner, name), ref)
 
@@ -487,117 +457,6 @@ def fork(
     origin = _version(session, owner, name, ref)
     design = forks.fork_version(session, origin, caller.load(session), data or ForkCreate())
     first = service.get_version(session, design, 1)
-    builds.request_default_build(session, first, _stored_reader(services, first))
+    builds.request_default_build(session, first, stored_reader(services, first))
     session.commit()
     return service.design_public(design)
-
-
-# --- change requests --------------------------------------------------------------------------
-
-
-@router.post(
-    DESIGN + "/change-requests",
-    response_model=ChangeRequestPublic,
-    status_code=201,
-    tags=["change requests"],
-)
-def open_change_request(
-    owner: str, name: str, data: ChangeRequestCreate, caller: Caller, session: WriteSessionDep
-) -> ChangeRequestPublic:
-    design = service.get_design(session, owner, name)
-    request = change_requests.open_change_request(session, design, caller.load(session), data)
-    session.commit()
-    return change_requests.change_request_public(request)
-
-
-@router.get(
-    DESIGN + "/change-requests",
-    response_model=Page[ChangeRequestPublic],
-    tags=["change requests"],
-)
-def list_change_requests(
-    owner: str,
-    name: str,
-    services: ServicesDep,
-    session: SessionDep,
-    state: str | None = None,
-    cursor: Cursor = None,
-    limit: int | None = None,
-) -> Page[ChangeRequestPublic]:
-    design = service.get_design(session, owner, name)
-    return change_requests.list_change_requests(
-        session, design, state, cursor, page_size(services, limit)
-    )
-
-
-@router.get(
-    DESIGN + "/change-requests/{request_id}",
-    response_model=ChangeRequestPublic,
-    tags=["change requests"],
-)
-def get_change_request(
-    owner: str, name: str, request_id: RequestId, session: SessionDep
-) -> ChangeRequestPublic:
-    design = service.get_design(session, owner, name)
-    return change_requests.change_request_public(
-        change_requests.get_change_request(session, design, request_id)
-    )
-
-
-def _decide_change_request(
-    session: Session,
-    caller: Principal,
-    owner: str,
-    name: str,
-    request_id: int,
-    data: ChangeRequestDecision | None,
-    decide,
-    services: Services | None = None,
-) -> ChangeRequestPublic:
-    design = service.get_design(session, owner, name)
-    request = change_requests.get_change_request(session, design, request_id)
-    merged = decide(session, request, caller.load(session), data.message if data else "")
-    if services is not None and isinstance(merged, Version):
-        builds.request_default_build(session, merged, _stored_reader(services, merged))
-    session.commit()
-    return change_requests.change_request_public(request)
-
-
-@router.post(
-    DESIGN + "/change-requests/{request_id}/accept",
-    response_model=ChangeRequestPublic,
-    tags=["change requests"],
-)
-def accept_change_request(
-    owner: str,
-    name: str,
-    request_id: RequestId,
-    caller: Caller,
-    session: WriteSessionDep,
-    services: ServicesDep,
-    background: BackgroundTasks,
-    data: ChangeRequestDecision | None = None,
-) -> ChangeRequestPublic:
-    """A maintainer merges the fork's version: a new version with two parents."""
-    background.add_task(send_outbox, services)
-    return _decide_change_request(
-        session, caller, owner, name, request_id, data, change_requests.accept, services
-    )
-
-
-@router.post(
-    DESIGN + "/change-requests/{request_id}/decline",
-    response_model=ChangeRequestPublic,
-    tags=["change requests"],
-)
-def decline_change_request(
-    owner: str,
-    name: str,
-    request_id: RequestId,
-    caller: Caller,
-    session: WriteSessionDep,
-    data: ChangeRequestDecision | None = None,
-) -> ChangeRequestPublic:
-    return _decide_change_request(
-        session, caller, owner, name, request_id, data, change_requests.decline
-    )

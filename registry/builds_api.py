@@ -12,9 +12,9 @@ from registry import builds, service
 from registry.models import Build, Version
 from registry.paths import media_type_for
 from registry.schemas import BuildPublic, BuildRequest, BuiltFile, ParameterList
+from registry.web import VERSION, send_outbox
 
 router = APIRouter(prefix="/api/v1", tags=["builds"])
-VERSION = "/designs/{owner}/{name}/versions/{ref}"
 
 
 def _version(session: Session, owner: str, name: str, ref: str) -> Version:
@@ -71,8 +71,6 @@ def post_build(
 ) -> BuildPublic:
     """Build the source with these parameter values (201), or answer the build that already
     has them (200): the same values twice build once."""
-    from registry.api import send_outbox
-
     version = _version(session, owner, name, ref)
     source = builds.version_source(session, services.blobs, version)
     if source is None:

@@ -14,10 +14,9 @@ from registry import service, validation
 from registry.geometry.checks import CHECKER_VERSION
 from registry.models import Version
 from registry.schemas import FileChange, FileReport, VersionDiff, VersionReport
+from registry.web import DESIGN, VERSION
 
 router = APIRouter(prefix="/api/v1", tags=["geometry"])
-DESIGN = "/designs/{owner}/{name}"
-VERSION = DESIGN + "/versions/{ref}"
 PREVIEW_TYPES = {"png": "image/png", "glb": "model/gltf-binary"}
 
 
