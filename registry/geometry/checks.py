@@ -199,8 +199,9 @@ def _split_groups(group: np.ndarray, differs: np.ndarray, column: Column):
 
 
 def _cells(values: np.ndarray, scale: float, origin: int) -> np.ndarray:
-    """(k,) int64: the grid cells of coordinates ``values`` (k,) float64 along one axis."""
-    values = values * scale
+    """(k,) int64: the grid cells of coordinates ``values`` (k,) along one axis (float32
+    coordinates are scaled in float64: the grid is finer than float32 resolves)."""
+    values = np.multiply(values, scale, dtype=np.float64)
     np.rint(values, out=values)
     cells = values.astype(np.int64)
     cells -= origin
@@ -415,7 +416,8 @@ def measure(vertices: np.ndarray, faces: np.ndarray, tol: Tolerances) -> Measure
     which loses precision for parts far from it); faces are taken in chunks so the temporary
     arrays stay small.
     """
-    reference = vertices[faces[0, 0]].copy() if faces.shape[0] else np.zeros(3)
+    # float64 from here on, whatever the vertices are stored in
+    reference = vertices[faces[0, 0]].astype(np.float64) if faces.shape[0] else np.zeros(3)
     volume6 = 0.0
     area2 = 0.0
     volume_moment = np.zeros(3)

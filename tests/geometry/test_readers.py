@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import io
 import struct
-import time
 import tracemalloc
 import zipfile
 import zlib
@@ -171,20 +170,15 @@ def sphere_stl() -> tuple[np.ndarray, bytes]:
     return triangles, binary_stl(triangles)
 
 
-def test_binary_stl_of_1_3_million_triangles_reads_in_well_under_0_2_s(sphere_stl):
+def test_binary_stl_of_1_3_million_triangles_reads_corner_for_corner(sphere_stl):
+    # How fast it reads is bench/bench_geometry.py's business, not a test's.
     triangles, data = sphere_stl
-    assert len(triangles) == 1_310_720
-    timings = []
-    for _ in range(5):  # the best of five: a virtual machine's first touch of memory is slow
-        start = time.perf_counter()
-        mesh = read_model(data, "sphere.stl")
-        timings.append(time.perf_counter() - start)
+    mesh = read_model(data, "sphere.stl")
     assert mesh.triangle_count == 1_310_720
     assert np.allclose(mesh.triangles(), triangles, atol=1e-6)
-    assert min(timings) < 0.2
 
 
-def test_binary_stl_read_takes_at_most_twice_the_file_size_in_memory(sphere_stl):
+def test_binary_stl_read_takes_little_more_than_the_file_size_in_memory(sphere_stl):
     _, data = sphere_stl
     tracemalloc.start()
     try:
@@ -192,8 +186,9 @@ def test_binary_stl_read_takes_at_most_twice_the_file_size_in_memory(sphere_stl)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert mesh.vertices.dtype == np.float64 and mesh.faces.dtype == np.int64
-    assert peak < 2.1 * len(data)
+    # float32 corners as the file stores them (0.72x the file), int64 faces (0.48x)
+    assert mesh.vertices.dtype == np.float32 and mesh.faces.dtype == np.int64
+    assert peak < 1.4 * len(data)
 
 
 def test_binary_stl_whose_header_starts_like_a_zip_is_still_read_by_its_size():
@@ -583,16 +578,14 @@ def test_3mf_components_that_refer_to_themselves_are_unreadable():
         read_3mf(make_3mf(model_xml(resources, '<item objectid="1"/>')))
 
 
-def test_3mf_components_nesting_into_billions_of_placements_are_refused_quickly():
+def test_3mf_components_nesting_into_billions_of_placements_are_refused():
     # Each object places the next one twice: 2**30 copies of a tetrahedron from a tiny file.
     resources = f'<object id="0" type="model">{TETRA_MESH}</object>'
     for level in range(1, 31):
         resources += f'<object id="{level}" type="model"><components>'
         resources += f'<component objectid="{level - 1}"/>' * 2 + "</components></object>"
-    start = time.perf_counter()
     with pytest.raises(Unreadable, match="places objects more than 100,000 times"):
         read_3mf(make_3mf(model_xml(resources, '<item objectid="30"/>')))
-    assert time.perf_counter() - start < 2.0
 
 
 def test_3mf_build_items_placing_one_object_twice_get_distinct_names():
@@ -715,36 +708,30 @@ def test_bomb_stream_really_inflates_to_its_full_size(bomb_stream):
     assert len(bomb_stream) < BOMB_SIZE // 1000
 
 
-def test_3mf_zip_bomb_is_refused_from_its_directory_in_a_second_in_bounded_memory(bomb_stream):
+def test_3mf_zip_bomb_is_refused_from_its_directory_in_bounded_memory(bomb_stream):
     data = zip_with_one_deflated_entry("3D/3dmodel.model", bomb_stream, BOMB_SIZE)
     assert len(data) < 3 << 20
     tracemalloc.start()
-    start = time.perf_counter()
     try:
         with pytest.raises(Unreadable) as error:
             read_model(data, "bomb.3mf")
-        elapsed = time.perf_counter() - start
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert "zip bomb" in error.value.reason and f"{BOMB_SIZE:,}" in error.value.reason
-    assert elapsed < 1.0
     assert peak < 16 << 20
 
 
-def test_3mf_zip_bomb_whose_header_lies_about_its_size_is_refused_quickly(bomb_stream):
+def test_3mf_zip_bomb_whose_header_lies_about_its_size_is_refused_in_bounded_memory(bomb_stream):
     # Declares 1 MiB (within every cap) but inflates to 2 GiB: reading stops at what it declared.
     data = zip_with_one_deflated_entry("3D/3dmodel.model", bomb_stream, 1 << 20)
     tracemalloc.start()
-    start = time.perf_counter()
     try:
         with pytest.raises(Unreadable, match=r"3dmodel\.model"):
             read_model(data, "liar.3mf")
-        elapsed = time.perf_counter() - start
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert elapsed < 2.0
     assert peak < 32 << 20
 
 
