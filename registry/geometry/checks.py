@@ -263,7 +263,7 @@ class EdgeCounts:
     open_edges : (k, 2) int64 — vertex pairs of edges used by one face;
     non_manifold_edges : (j, 2) int64 — edges used by more than two faces;
     inconsistent_edges : (i, 2) int64 — two-face edges both faces walk the same way;
-    edge_low, edge_high : (e,) int64 — every edge once, lower vertex index first, sorted.
+    edge_low, edge_high : (e,) int32 — every edge once, lower vertex index first, sorted.
     """
 
     open_edges: np.ndarray
@@ -320,17 +320,18 @@ def analyse_edges(faces: np.ndarray, vertex_count: int) -> EdgeCounts:
     non_manifold_edges = _edge_pairs(keys[starts[uses > 2]], n)
     inconsistent_edges = _edge_pairs(keys[inconsistent], n)
     del uses
-    edge_high = keys[starts]
+    edge_key = keys[starts]
     del keys, starts
-    edge_high >>= 1
-    edge_low = edge_high // n
-    edge_high -= edge_low * n
+    edge_key >>= 1
+    low = edge_key // n
+    edge_key -= low * n
+    # vertex indices fit int32 (checked above): half the memory for the rest of the checks
     return EdgeCounts(
         open_edges=open_edges,
         non_manifold_edges=non_manifold_edges,
         inconsistent_edges=inconsistent_edges,
-        edge_low=edge_low,
-        edge_high=edge_high,
+        edge_low=low.astype(np.int32),
+        edge_high=edge_key.astype(np.int32),
     )
 
 

@@ -21,8 +21,9 @@ class MeshData:
 
     vertices : (n, 3) float64, or float32 where the file stores float32 (binary STL) — positions
         in mm (after the file's unit was applied). Checks compute in float64 either way.
-    faces : (m, 3) int64 — indices into ``vertices``; readers of formats without shared vertices
-        (STL) give each triangle its own three vertices: welding is a check's job.
+    faces : (m, 3) int64, or int32 when the indices fit — indices into ``vertices``; readers
+        of formats without shared vertices (STL) give each triangle its own three vertices:
+        welding is a check's job.
     object_of_face : (m,) int32 — which entry of ``objects`` each face belongs to.
     objects : names of the objects the file holds (one for STL and OBJ).
     source_format : ``stl-binary``, ``stl-ascii``, ``3mf``, ``obj``, ``ply`` or ``step``.

@@ -134,13 +134,18 @@ def read_stl_binary(data: bytes, *, limits: ReadLimits = LIMITS) -> MeshData:
     # Kept in float32, as the file holds them: half the memory, and the checks compute in
     # float64 chunk by chunk.
     vertices = np.ascontiguousarray(records["corners"]).reshape(-1, 3)
-    faces = np.arange(3 * count, dtype=np.int64).reshape(-1, 3)
     return MeshData(
         vertices=vertices,
-        faces=faces,
+        faces=_stl_faces(count),
         source_format="stl-binary",
         object_of_face=np.zeros(count, dtype=np.int32),
     )
+
+
+def _stl_faces(count: int) -> np.ndarray:
+    """STL corners are not shared: face i uses corners 3i, 3i+1, 3i+2 (int32 while they fit)."""
+    kind = np.int32 if 3 * count < 2**31 else np.int64
+    return np.arange(3 * count, dtype=kind).reshape(-1, 3)
 
 
 def _read_binary_stl_file(path: Path, limits: ReadLimits) -> MeshData | None:
@@ -163,7 +168,7 @@ def _read_binary_stl_file(path: Path, limits: ReadLimits) -> MeshData | None:
             corners[start : start + records.shape[0]] = records["corners"]
     return MeshData(
         vertices=corners.reshape(-1, 3),
-        faces=np.arange(3 * count, dtype=np.int64).reshape(-1, 3),
+        faces=_stl_faces(count),
         source_format="stl-binary",
         object_of_face=np.zeros(count, dtype=np.int32),
     )
@@ -199,7 +204,7 @@ def read_stl_ascii(data: bytes, *, limits: ReadLimits = LIMITS) -> MeshData:
     object_of_face = np.repeat(np.arange(len(kept), dtype=np.int32), [counts[k] for k in kept])
     return MeshData(
         vertices=vertices,
-        faces=np.arange(3 * count, dtype=np.int64).reshape(-1, 3),
+        faces=_stl_faces(count),
         source_format="stl-ascii",
         objects=tuple(names[k] for k in kept),
         object_of_face=object_of_face,
