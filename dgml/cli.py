@@ -15,6 +15,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from dgml.commands.build import build as build_command
 from dgml.commands.validate import validate as validate_command
 from dgml.errors import DgmlError
 
@@ -29,6 +30,7 @@ user_app = typer.Typer(
 )
 app.add_typer(user_app, name="user")
 app.command("validate")(validate_command)
+app.command("build")(build_command)
 
 out = Console()
 err = Console(stderr=True)

