@@ -66,33 +66,21 @@ def decode_source(data: bytes, path: str) -> str:
 
 
 def declared_parameters(script: str, manifest: dict[str, Any], path: str) -> list:
-    """The parameters of a source, or a 422 saying what is wrong with their declaration."""
-    from registry.parametric.params import ParameterError, read_parameters
+    """The parameters of a source; a 422 naming the parameter (``manifest.parameters.<name>``)
+    or the source when their declaration is wrong."""
+    from registry.parametric.params import read_parameters
 
-    try:
-        return read_parameters(script, manifest)
-    except ParameterError as exc:
-        raise Invalid(
-            f"parameter {exc.name!r}: {exc.message}", field=f"manifest.parameters.{exc.name}"
-        ) from None
-    except SyntaxError as exc:
-        raise Invalid(f"{path} line {exc.lineno}: {exc.msg}", field="files") from None
-    except ValueError as exc:
-        raise Invalid(f"{path}: {exc}", field="manifest.parameters") from None
+    return read_parameters(script, manifest, filename=path)
 
 
 def resolve_values(parameters: list, values: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """The complete parameter set for ``values`` and its hash, or a 422 naming the parameter."""
-    from registry.parametric.params import ParameterError, parameter_hash, resolve
+    """The complete parameter set for ``values`` and its hash, or a 422 naming the parameter
+    (``params.<name>``)."""
+    from registry.parametric.params import parameter_hash, resolve
 
     if not isinstance(values, dict):
         raise Invalid("params must be an object of parameter values", field="params")
-    try:
-        resolved = resolve(parameters, values)
-    except ParameterError as exc:
-        raise Invalid(
-            f"parameter {exc.name!r}: {exc.message}", field=f"params.{exc.name}"
-        ) from None
+    resolved = resolve(parameters, values)
     return resolved, parameter_hash(resolved)
 
 
@@ -189,7 +177,8 @@ def build_verdict(session: Session, build: Build) -> str:
 def run_build(build_id: int) -> str:
     """The RQ job: build one parameter set in the sandbox and store its parts."""
     from dgml.worker import context
-    from registry.parametric.build import Limits, build_design
+    from registry.parametric.build import build_design
+    from registry.parametric.sandbox import Limits
 
     ctx = context()
     with ctx.sessions() as session:
