@@ -98,35 +98,34 @@ async def get_diff(owner: str, name: str, a: str, b: str, services: ServicesDep)
     def compute() -> VersionDiff:
         with services.sessions() as session:
             design = service.get_design(session, owner, name)
-            old, new = (
-                service.get_version(session, design, a),
-                service.get_version(session, design, b),
-            )
+            old = service.get_version(session, design, a)
+            new = service.get_version(session, design, b)
+            label, numbers = _label(new), (old.number, new.number)
             before = {f.path: f.sha256 for f in old.files}
             after = {f.path: f.sha256 for f in new.files}
-            changed = []
-            for path in sorted(before.keys() & after.keys()):
-                if before[path] == after[path]:
-                    continue
-                change = FileChange(path=path, old_sha256=before[path], new_sha256=after[path])
-                reader = validation.reader_for(path)
-                if reader is not None:
-                    change.geometry = validation.geometry_diff(
-                        session,
-                        services.blobs,
-                        services.settings,
-                        validation.DiffSide(before[path], path, reader),
-                        validation.DiffSide(after[path], path, reader),
-                    )
-                changed.append(change)
-            return VersionDiff(
-                design=_label(new),
-                old=old.number,
-                new=new.number,
-                added=sorted(after.keys() - before.keys()),
-                removed=sorted(before.keys() - after.keys()),
-                changed=changed,
-                unchanged=sorted(p for p in before.keys() & after.keys() if before[p] == after[p]),
-            )
+        # The session is closed before any model is compared: a diff may take seconds.
+        both = before.keys() & after.keys()
+        changed = []
+        for path in sorted(p for p in both if before[p] != after[p]):
+            change = FileChange(path=path, old_sha256=before[path], new_sha256=after[path])
+            reader = validation.reader_for(path)
+            if reader is not None:
+                change.geometry = validation.geometry_diff(
+                    services.sessions,
+                    services.blobs,
+                    services.settings,
+                    validation.DiffSide(before[path], path, reader),
+                    validation.DiffSide(after[path], path, reader),
+                )
+            changed.append(change)
+        return VersionDiff(
+            design=label,
+            old=numbers[0],
+            new=numbers[1],
+            added=sorted(after.keys() - before.keys()),
+            removed=sorted(before.keys() - after.keys()),
+            changed=changed,
+            unchanged=sorted(p for p in both if before[p] == after[p]),
+        )
 
     return await run_in_threadpool(compute)

@@ -13,6 +13,7 @@ while any of its model files has no report, else the worst of its files' verdict
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Iterable, Sequence
@@ -24,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dgml import outbox
+from dgml.db import write_session
 from registry.geometry.checks import CHECKER_VERSION
 from registry.geometry.runner import Limits, run_checks, run_diff
 from registry.models import GeometryDiffRow, GeometryReportRow, Version, VersionFile
@@ -142,12 +144,9 @@ def validate_file(sha256: str, reader: str, name: str) -> str:
         preview_glb=ctx.blobs.put(result.glb).sha256 if result.glb else None,
         seconds=round(result.seconds, 3),
     )
-    with ctx.sessions() as session:
+    # Another worker may have stored the same report first: the same answer, so that is fine.
+    with contextlib.suppress(IntegrityError), write_session(ctx.sessions) as session:
         session.add(row)
-        try:
-            session.commit()
-        except IntegrityError:  # another worker stored the same report first: same answer
-            session.rollback()
     log.info("%s (%s): %s in %.1f s", name, sha256[:12], row.verdict, result.seconds)
     return row.verdict
 
@@ -159,8 +158,12 @@ class DiffSide:
     reader: str
 
 
-def geometry_diff(session: Session, blobs, settings, old: DiffSide, new: DiffSide) -> dict:
-    """The diff of two model files, computed once (in a limited child) and then kept."""
+def geometry_diff(sessions, blobs, settings, old: DiffSide, new: DiffSide) -> dict:
+    """The diff of two model files, computed once (in a limited child) and then kept.
+
+    No transaction stays open while the child runs, and the result is written in a
+    transaction of its own that takes the write lock up front (SQLite cannot turn a reading
+    transaction into a writing one while a worker writes reports)."""
     key = dict(
         old_sha256=old.sha256,
         old_reader=old.reader,
@@ -168,9 +171,10 @@ def geometry_diff(session: Session, blobs, settings, old: DiffSide, new: DiffSid
         new_reader=new.reader,
         checker_version=CHECKER_VERSION,
     )
-    stored = session.scalar(select(GeometryDiffRow).filter_by(**key))
-    if stored is not None:
-        return stored.diff
+    with sessions() as session:
+        stored = session.scalar(select(GeometryDiffRow).filter_by(**key))
+        if stored is not None:
+            return stored.diff
     diff = run_diff(
         blobs.path_for(old.sha256),
         f"old.{old.reader}",
@@ -180,9 +184,6 @@ def geometry_diff(session: Session, blobs, settings, old: DiffSide, new: DiffSid
     )
     if "error" in diff and diff.get("code") != "UNREADABLE":
         return diff  # a cap or a crash: worth another try later, so not kept
-    session.add(GeometryDiffRow(**key, diff=diff))
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
+    with contextlib.suppress(IntegrityError), write_session(sessions) as session:
+        session.add(GeometryDiffRow(**key, diff=diff))  # a concurrent request may win: same diff
     return diff
