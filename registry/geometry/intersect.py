@@ -51,7 +51,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -102,6 +102,9 @@ class Intersections:
     deepest_mm: float
     candidate_pairs: int
     complete: bool
+    # every crossing pair (k, 2) int64 and how deep each goes (k,) float64
+    pairs: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
+    depths: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def face_count(self) -> int:
@@ -574,7 +577,11 @@ def self_intersections(
         np.concatenate([r[k] for r in results]) if results else np.zeros(0, int) for k in range(3)
     )
     i, j = data.face_id[i], data.face_id[j]
-    found = np.unique(np.stack([np.minimum(i, j), np.maximum(i, j)], axis=1), axis=0)
+    found, which = np.unique(
+        np.stack([np.minimum(i, j), np.maximum(i, j)], axis=1), axis=0, return_inverse=True
+    )
+    depths = np.zeros(found.shape[0])
+    np.maximum.at(depths, which.ravel(), np.asarray(depth, float))
     return Intersections(
         pair_count=int(found.shape[0]),
         faces=np.unique(found).astype(np.int64),
@@ -582,7 +589,23 @@ def self_intersections(
         deepest_mm=float(depth.max(initial=0.0)),
         candidate_pairs=budget.used,
         complete=budget.complete,
+        pairs=found.astype(np.int64),
+        depths=depths,
     )
+
+
+def _body_of_face(faces: np.ndarray, vertex_count: int) -> np.ndarray:
+    """(m,) the connected piece each face belongs to (faces sharing a vertex are one piece)."""
+    from scipy.sparse import coo_array
+    from scipy.sparse.csgraph import connected_components
+
+    rows = np.concatenate([faces[:, 0], faces[:, 1]])
+    cols = np.concatenate([faces[:, 1], faces[:, 2]])
+    graph = coo_array(
+        (np.ones(rows.shape[0], np.int8), (rows, cols)), shape=(vertex_count, vertex_count)
+    )
+    _, label = connected_components(graph, directed=True, connection="weak")
+    return label[faces[:, 0]]
 
 
 def check_self_intersections(
@@ -601,9 +624,14 @@ def check_self_intersections(
     report.metrics.self_intersecting_faces = found.face_count
     if not found.complete:
         report.metrics.self_intersections_complete = False
-    if found.pair_count:
-        at_least = "" if found.complete else "at least "
-        shallow = found.deepest_mm < SHALLOW_CROSSING_MM
+    body = _body_of_face(faces, vertices.shape[0]) if found.pair_count else None
+    within = body[found.pairs[:, 0]] == body[found.pairs[:, 1]] if body is not None else None
+    at_least = "" if found.complete else "at least "
+    if within is not None and within.any():
+        pairs, depths = found.pairs[within], found.depths[within]
+        crossing_faces = np.unique(pairs)
+        deepest = float(depths.max())
+        shallow = deepest < SHALLOW_CROSSING_MM
         consequence = (
             f"all shallower than {SHALLOW_CROSSING_MM} mm, finer than any process resolves: "
             "slicers close such folds"
@@ -613,16 +641,28 @@ def check_self_intersections(
         report.add(
             Code.SELF_INTERSECTIONS,
             Severity.WARN if shallow else Severity.FAIL,
-            f"The surface passes through itself: {at_least}{found.pair_count} pairs of faces "
-            f"({found.face_count} faces) cross, by up to {found.deepest_mm:.2g} mm; "
-            f"{consequence}.",
-            pairs=found.pair_count,
-            faces=found.face_count,
-            deepest_mm=round(found.deepest_mm, 6),
-            sample_faces=[int(f) for f in found.faces[:10]],
+            f"The surface passes through itself: {at_least}{len(pairs)} pairs of faces "
+            f"({len(crossing_faces)} faces) cross, by up to {deepest:.2g} mm; {consequence}.",
+            pairs=len(pairs),
+            faces=len(crossing_faces),
+            deepest_mm=round(deepest, 6),
+            sample_faces=[int(f) for f in crossing_faces[:10]],
             complete=found.complete,
         )
-    elif not found.complete:
+    if within is not None and not within.all():
+        between = found.pairs[~within]
+        bodies = np.unique(body[between])
+        report.add(
+            Code.OVERLAPPING_BODIES,
+            Severity.WARN,
+            f"{len(bodies)} separate bodies pass through each other ({at_least}{len(between)} "
+            f"pairs of faces cross, by up to {float(found.depths[~within].max()):.2g} mm): "
+            "slicers merge overlapping bodies into one solid; check that is what is meant.",
+            bodies=len(bodies),
+            pairs=len(between),
+            deepest_mm=round(float(found.depths[~within].max()), 6),
+        )
+    if not found.pair_count and not found.complete:
         report.add(
             Code.SELF_INTERSECTIONS,
             Severity.INFO,

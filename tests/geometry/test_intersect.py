@@ -104,13 +104,28 @@ def test_overlapping_boxes_cross():
     assert found.deepest_mm > 1
 
 
-def test_deep_crossings_fail():
+def test_overlapping_separate_bodies_warn_rather_than_fail():
     both = trimesh.util.concatenate([box(), box(at=(10, 5, 3))])
     mesh = MeshData(np.asarray(both.vertices, float), np.asarray(both.faces), "stl-binary")
     report = check_mesh(mesh)
     check_self_intersections(mesh, report)
+    codes = {i.code: i for i in report.issues}
+    assert Code.SELF_INTERSECTIONS not in codes
+    overlap = codes[Code.OVERLAPPING_BODIES]
+    assert overlap.severity is Severity.WARN and overlap.bodies == 2 and overlap.deepest_mm > 1
+
+
+def test_a_body_folded_deep_through_itself_fails():
+    solid = box()
+    vertices = np.asarray(solid.vertices, float).copy()
+    corner = int(np.argmax(vertices.sum(axis=1)))  # (10, 10, 10)
+    vertices[corner] = (-25.0, -25.0, -25.0)  # pulled through the opposite corner
+    mesh = MeshData(vertices, np.asarray(solid.faces), "stl-binary")
+    report = check_mesh(mesh)
+    check_self_intersections(mesh, report)
     issue = next(i for i in report.issues if i.code is Code.SELF_INTERSECTIONS)
     assert issue.severity is Severity.FAIL and issue.deepest_mm > 1
+    assert Code.OVERLAPPING_BODIES not in {i.code for i in report.issues}
     assert report.decide().verdict is Verdict.FAIL
 
 
