@@ -7,6 +7,9 @@
 - ``sandbox`` (the parent's side: limits, namespaces, the wall clock) and ``child`` (the
   process that runs the script: privileges, ``landlock``, the audit hook in ``guard``, and the
   export of parts in ``export``).
+- ``warm`` (the parent's side of the warm mode) and ``zygote`` (a pre-imported process that
+  forks one process per build, ``spare``, which then puts up the same layers as a cold child),
+  with ``warmup`` (the work done ahead so that builds do not do it first).
 
 ``docs/parametric.md`` describes the contract and what each sandbox layer defends against.
 """

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 from dgml.errors import Invalid
 from registry.parametric.export import MAX_PARTS, NAME_RE
 from registry.parametric.params import ScriptError, parameter_hash, read_parameters, resolve
-from registry.parametric.sandbox import Layers, Limits, Outcome, Sandbox
+from registry.parametric.sandbox import Layers, Limits, Mode, Outcome, Sandbox
 
 PROCESSES = ("fdm", "sla", "sls", "cnc", "laser")
 DEFAULT_SOURCE = "design.py"
@@ -46,7 +46,8 @@ class BuiltPart(BaseModel):
 class BuildResult(BaseModel):
     """What one build gave. ``parameters`` is the complete resolved set, ``parameter_hash``
     its cache key; file paths are relative to the output dir; ``sandbox`` names the layers
-    that were in force; ``notes`` says what was left out (a DXF for a part that is not flat)."""
+    that were in force and ``mode`` whether the build ran in the pre-warmed zygote or in a
+    fresh child; ``notes`` says what was left out (a DXF for a part that is not flat)."""
 
     ok: bool
     parameters: dict[str, Any]
@@ -58,6 +59,7 @@ class BuildResult(BaseModel):
     seconds: float = 0.0
     notes: list[str] = []
     sandbox: list[str] = []
+    mode: Mode | None = None
 
 
 class _ChildPart(BaseModel):
@@ -180,12 +182,14 @@ def build_design(
     *,
     layers: Layers = Layers(),
     script_name: str | None = None,
+    mode: Mode = "warm",
 ) -> BuildResult:
     """Build the design with ``values`` in the sandbox and write its parts' files to
     ``out_dir``. Raises ``ParameterError`` for bad values or declarations (before anything
     runs); a script that fails, breaks the rules or hits a cap gives ``ok=False``.
     ``script_name`` is the name errors give the script (default: the manifest's ``source``,
-    else ``design.py``)."""
+    else ``design.py``). ``mode``: ``warm`` (the pre-warmed zygote, a fresh child when it
+    cannot be had) or ``cold`` (always a fresh child)."""
     started = time.monotonic()
     process = _process(manifest)
     filename = _script_name(manifest, script_name)
@@ -197,11 +201,11 @@ def build_design(
         )
     resolved = resolve(parameters, values)
     result = BuildResult(ok=False, parameters=resolved, parameter_hash=parameter_hash(resolved))
-    with Sandbox(limits, layers) as box:
+    with Sandbox(limits, layers, mode) as box:
         box.put_script(filename, script_source)
         job = {"source": script_source, "filename": filename, "values": resolved}
         outcome = box.run({**job, "process": process})
-        result.log, result.sandbox = outcome.log, list(outcome.layers)
+        result.log, result.sandbox, result.mode = outcome.log, list(outcome.layers), outcome.mode
         raw = None if outcome.timed_out else box.read_result()
         try:
             child = _ChildResult.model_validate(raw) if raw is not None else None

@@ -74,7 +74,14 @@ def uses_cad(tree: ast.Module) -> bool:
     return False
 
 
+_PRELOADED: set[tuple[bool, bool]] = set()
+
+
 def preload(cad: bool, laser: bool) -> None:
+    """Import what a script may use and warm up the exporters; once per process (a process
+    forked by the zygote finds everything done)."""
+    if any((c or not cad) and (w or not (cad and laser)) for c, w in _PRELOADED):
+        return
     for name in COMMON_MODULES:
         importlib.import_module(name)
     if cad:
@@ -97,6 +104,7 @@ def preload(cad: bool, laser: bool) -> None:
         for leftover in os.listdir("warm-up"):
             os.remove(f"warm-up/{leftover}")
         os.rmdir("warm-up")
+    _PRELOADED.add((cad, laser))
 
 
 def set_limits(limits: dict) -> None:
@@ -135,9 +143,14 @@ def drop_privileges(uid: int, gid: int) -> None:
 
 
 def confine(job: dict, workdir: str) -> list[str]:
-    """Layers 3 to 5; the names of those in force."""
+    """Layers 3 to 5; the names of those in force. Landlock and ``no_new_privs`` bind only the
+    thread that asks for them, so there must be no other thread yet (a parallel OpenCascade
+    operation before this point would have started a pool)."""
     from registry.parametric import landlock
 
+    threads = len(os.listdir("/proc/self/task"))
+    if threads != 1:
+        raise RuntimeError(f"{threads} threads before the sandbox is up: refusing to build")
     layers, active = job["layers"], ["resource limits"]
     ruleset = None
     if layers["landlock"] and (abi := landlock.abi_version()) > 0:
@@ -238,14 +251,7 @@ def build(job: dict, workdir: str) -> dict:
     result.update(layers=active, notes=[], refusals=refusals[:20])
     if error is None:
         try:
-            os.makedirs(export.OUT_DIR, exist_ok=True)
-            names = export.part_names([n for n, _ in shown[: export.MAX_PARTS]])
-            for name, (_, obj) in zip(names, shown, strict=False):
-                written = export.write_part(obj, name, laser)
-                result["parts"].append({"name": written.name, "files": written.files})
-                result["notes"] += written.notes
-            if len(shown) > export.MAX_PARTS:
-                result["notes"].append(f"only the first {export.MAX_PARTS} parts were written")
+            export.write_parts(shown, laser, result["parts"], result["notes"])
         except export.ExportError as failed:
             result["error"] = str(failed)
         except Exception as failed:
@@ -296,12 +302,20 @@ def _pid_one(sandbox: Path) -> int:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
+    return wait_as_pid_one(child, seconds + 5)
+
+
+def wait_as_pid_one(child: int, seconds: float | None = None) -> int:
+    """Reap every process until ``child`` ends; its status (a signal as 128+n). With
+    ``seconds``, ``child`` is killed when they run out. Used by the first process of a build's
+    PID namespace, cold or warm (where the zygote keeps the deadline instead)."""
 
     def out_of_time(signum, frame):
         os.kill(child, signal.SIGKILL)
 
-    signal.signal(signal.SIGALRM, out_of_time)
-    signal.alarm(int(seconds) + 5)
+    if seconds is not None:
+        signal.signal(signal.SIGALRM, out_of_time)
+        signal.alarm(int(seconds))
     while True:
         try:
             pid, status = os.waitpid(-1, 0)

@@ -17,6 +17,7 @@ Decisions:
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -120,3 +121,17 @@ def write_part(obj, name: str, laser: bool) -> Written:
                 file.write(drawing)
             written.files.append(f"{name}.dxf")
     return written
+
+
+def write_parts(shown: list, laser: bool, parts: list, notes: list) -> None:
+    """Write every part the script showed (``(name, object)`` pairs, at most ``MAX_PARTS``)
+    into ``out/``, adding ``{name, files}`` to ``parts`` and what was left out to ``notes``.
+    The sandboxed child and the in-process benchmark both call this, so they do the same work."""
+    os.makedirs(OUT_DIR, exist_ok=True)
+    names = part_names([n for n, _ in shown[:MAX_PARTS]])
+    for name, (_, obj) in zip(names, shown, strict=False):
+        written = write_part(obj, name, laser)
+        parts.append({"name": written.name, "files": written.files})
+        notes += written.notes
+    if len(shown) > MAX_PARTS:
+        notes.append(f"only the first {MAX_PARTS} parts were written")

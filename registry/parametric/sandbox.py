@@ -42,11 +42,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Literal
 
-# Threads numerical libraries would start only eat into the memory and process caps.
-_CHILD_ENV = {
+# Threads numerical libraries would start only eat into the memory and process caps (and the
+# warm zygote must never have a second thread when it forks).
+CHILD_ENV = {
     "OMP_NUM_THREADS": "1",
     "OPENBLAS_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
@@ -54,6 +56,7 @@ _CHILD_ENV = {
     "MALLOC_ARENA_MAX": "2",
 }
 SANDBOX_UID = 65534
+Mode = Literal["warm", "cold"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class Outcome:
     log: str
     layers: list[str]
     seconds: float
+    mode: Mode = "cold"
 
 
 @functools.cache
@@ -131,10 +135,18 @@ def _read_log(path: Path, cap: int) -> str:
 
 class Sandbox:
     """A private directory for one build: ``root`` (0711, root's), ``root/work`` (the child's
-    cwd, given to the sandbox user), ``root/job.json`` and ``root/build.log`` (0600)."""
+    cwd, given to the sandbox user), ``root/job.json`` and ``root/build.log`` (0600).
 
-    def __init__(self, limits: Limits = Limits(), layers: Layers = Layers()) -> None:
-        self.limits, self.layers = limits, layers
+    ``mode="warm"`` hands the build to this process's pre-warmed zygote (``warm.py``) and
+    falls back to a cold child when the zygote cannot take it; ``mode="cold"`` always starts
+    a fresh child. The layers are the same either way."""
+
+    def __init__(
+        self, limits: Limits = Limits(), layers: Layers = Layers(), mode: Mode = "warm"
+    ) -> None:
+        if mode not in ("warm", "cold"):
+            raise ValueError(f"mode must be 'warm' or 'cold', not {mode!r}")
+        self.limits, self.layers, self.mode = limits, layers, mode
         self.root = Path(tempfile.mkdtemp(prefix="dgml-build-"))
         self.workdir = self.root / "work"
         self.workdir.mkdir(mode=0o700)
@@ -165,9 +177,21 @@ class Sandbox:
             json.dump(job, file)
 
     def run(self, job: dict) -> Outcome:
-        """Run the child on ``job`` (source, filename, values, process) until it ends or the
-        wall clock runs out."""
+        """Run the build of ``job`` (source, filename, values, process) until it ends or the
+        wall clock runs out: in the zygote when warm and it can, else in a fresh child."""
         self._job(job)
+        log_path = self.root / "build.log"
+        os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        outcome = None
+        if self.mode == "warm":
+            from registry.parametric import warm
+
+            outcome = warm.run(self.root, self.limits, self.layers.namespaces)
+        if outcome is None:
+            outcome = self._run_cold()
+        return replace(outcome, log=_read_log(log_path, self.limits.log_bytes))
+
+    def _run_cold(self) -> Outcome:
         prefix = namespace_command() if self.layers.namespaces else ()
         layers = ["network namespace", "pid namespace"] if prefix else []
         command = [*prefix, sys.executable, "-I", "-m", "registry.parametric.child", str(self.root)]
@@ -176,12 +200,11 @@ class Sandbox:
             "LANG": "C.UTF-8",
             "HOME": str(self.workdir),
             "TMPDIR": str(self.workdir),
-            **_CHILD_ENV,
+            **CHILD_ENV,
         }
-        log_path = self.root / "build.log"
         started = time.monotonic()
         timed_out = False
-        with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as log:
+        with open(os.open(self.root / "build.log", os.O_WRONLY | os.O_APPEND), "wb") as log:
             child = subprocess.Popen(
                 command,
                 cwd=self.workdir,
@@ -207,14 +230,7 @@ class Sandbox:
         elif prefix and status > 128:
             # the namespace's first process reports a signal as 128 + n
             status, killed_by = None, status - 128
-        return Outcome(
-            status,
-            killed_by,
-            timed_out,
-            _read_log(log_path, self.limits.log_bytes),
-            layers,
-            time.monotonic() - started,
-        )
+        return Outcome(status, killed_by, timed_out, "", layers, time.monotonic() - started)
 
     def copy_output(self, name: str, target: Path, max_bytes: int) -> tuple[str, int] | None:
         """Copy a regular file the child left at ``name`` (relative to the working dir) to
