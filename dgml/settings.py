@@ -44,6 +44,25 @@ class Settings(BaseSettings):
     build_memory_mb: int = Field(default=2048, ge=256)
     # RQ worker processes that ``dgml up`` starts (each serves validation and builds).
     validation_workers: int = Field(default=1, ge=0, le=64)
+    # Routing: an agent is online while it called within this many seconds.
+    agent_online_s: float = Field(default=90.0, gt=0)
+    # An offer not accepted within this time expires and the line is routed elsewhere.
+    offer_ttl_s: float = Field(default=300.0, gt=0)
+    # A job's lease: lost when no heartbeat came for this long (the job is then disconnected).
+    lease_ttl_s: float = Field(default=120.0, gt=0)
+    # Failures reported by agents before a line is given up as unplaceable.
+    max_failures: int = Field(default=3, ge=1)
+    # The most parts one order may ask for.
+    max_order_quantity: int = Field(default=10_000, ge=1)
+    # Longest a claim call may wait for offers.
+    claim_wait_max_s: float = Field(default=30.0, ge=0)
+    # Score weights of placement, in km per unit (router.placement.Weights).
+    route_km_per_km: float = Field(default=1.0, ge=0)
+    route_km_per_wait_hour: float = Field(default=2.0, ge=0)
+    route_km_per_eur: float = Field(default=0.5, ge=0)
+    # The central factory that "km avoided" is measured against (Paris by default).
+    central_lat: float = Field(default=48.8566, ge=-90, le=90)
+    central_lon: float = Field(default=2.3522, ge=-180, le=180)
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
     # Page size bounds for listings.

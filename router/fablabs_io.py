@@ -38,7 +38,7 @@ MACHINES: dict[str, tuple[str, tuple[str, ...], tuple[tuple[float, float, float]
     "circuit_production": ("pcb", ("fr1", "fr4"), ((200, 150, 2),)),
 }
 # Legal forms by share: associations and public labs, companies, cooperatives, individuals.
-LEGAL_FORMS = (("nonprofit", 70), ("company", 15), ("cooperative", 10), ("individual", 5))
+LEGAL_FORMS = (("nonprofit", 70), ("commercial", 15), ("cooperative", 10), ("individual", 5))
 
 
 def _draw(seed: str, salt: str) -> int:

@@ -26,7 +26,7 @@ Words used by the table:
   sale) or ``commercial`` (for sale, or used in a business).
 - legal form (of the fablab, from the directory): ``individual`` (a person's workshop),
   ``nonprofit`` (an association, foundation or public body: a university or town fablab is not
-  run for profit), ``cooperative`` (worker- or member-owned), ``company`` (any other business).
+  run for profit), ``cooperative`` (worker- or member-owned), ``commercial`` (any other business).
 - modified: the maker gave parameters, so the part made is an adaptation of the design.
 
 Sources: the legal code of the Creative Commons 4.0 licences (section 1: "NonCommercial means not
@@ -57,7 +57,7 @@ class LegalForm(StrEnum):
     INDIVIDUAL = "individual"
     NONPROFIT = "nonprofit"
     COOPERATIVE = "cooperative"
-    COMPANY = "company"
+    COMMERCIAL = "commercial"
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from sqlalchemy import create_engine
 
 import dgml.outbox  # noqa: F401  (registers the outbox table)
 import registry.models  # noqa: F401  (registers the registry tables)
+import router.models  # noqa: F401  (registers the router tables)
 from dgml.db import Base
 
 target_metadata = Base.metadata

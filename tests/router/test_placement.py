@@ -216,7 +216,7 @@ def test_a_refusal_at_some_legal_forms_is_a_reason_per_candidate(indexed, french
     decision = decide(order(licence="LicenseRef-PPL", purpose="commercial"), french_labs)
     assert decision.refused is None
     refused = {c.fablab_id for c in decision.candidates if c.reason == "licence:peer-production"}
-    assert refused == {i for i, form in forms.items() if form in {"company", "individual"}}
+    assert refused == {i for i, form in forms.items() if form in {"commercial", "individual"}}
     assert forms[decision.winner.fablab_id] in {"cooperative", "nonprofit"}
     sentence = next(c.detail for c in decision.candidates if c.fablab_id in refused)
     assert "commercial order and a" in sentence
@@ -229,7 +229,7 @@ def test_non_commercial_personal_order_goes_to_a_nonprofit_or_individual_lab(ind
     assert forms[decision.winner.fablab_id] in {"nonprofit", "individual"}
     everywhere = decide(order(licence="CC-BY-NC-SA-4.0"), french_labs)
     refused = {c.fablab_id for c in everywhere.candidates if c.reason == "licence:non-commercial"}
-    assert refused == {i for i, form in forms.items() if form in {"company", "cooperative"}}
+    assert refused == {i for i, form in forms.items() if form in {"commercial", "cooperative"}}
     assert everywhere.winner == decision.winner
 
 

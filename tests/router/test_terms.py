@@ -45,11 +45,11 @@ def test_non_commercial_personal_orders_at_nonprofit_or_individual_labs(licence,
 @pytest.mark.parametrize(
     ("purpose", "form"),
     [
-        ("personal", "company"),
+        ("personal", "commercial"),
         ("personal", "cooperative"),
         ("commercial", "nonprofit"),
         ("commercial", "individual"),
-        ("commercial", "company"),
+        ("commercial", "commercial"),
         ("commercial", "cooperative"),
     ],
 )
@@ -73,7 +73,7 @@ def test_peer_production_commercial_use_at_cooperatives_and_nonprofits(form):
     assert allowed("LicenseRef-PPL", "commercial", form, False).ok
 
 
-@pytest.mark.parametrize("form", ["company", "individual"])
+@pytest.mark.parametrize("form", ["commercial", "individual"])
 def test_peer_production_commercial_use_refused_elsewhere(form):
     verdict = allowed("LicenseRef-PPL", "commercial", form, False)
     assert not verdict.ok
@@ -104,7 +104,7 @@ def test_nc_nd_unmodified_still_non_commercial():
 
 
 def test_licence_ids_are_case_insensitive():
-    assert allowed("cc-by-nc-4.0", "commercial", "company", False).rule == "non-commercial"
+    assert allowed("cc-by-nc-4.0", "commercial", "commercial", False).rule == "non-commercial"
 
 
 def test_unknown_licence_is_refused_by_its_own_rule():
