@@ -195,6 +195,9 @@ class Job(Base):
     fablab_id: Mapped[str] = mapped_column(ForeignKey("fablabs.id"))
     state: Mapped[str] = mapped_column(String(16), default=JobState.IN_PROGRESS, index=True)
     lease_expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # The Idempotency-Key of the accept call: the same key again gets this job back, any other
+    # accept of the offer is refused (two agents never both get it).
+    accept_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     percent: Mapped[float] = mapped_column(Float, default=0.0)
     message: Mapped[str] = mapped_column(Text, default="")
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

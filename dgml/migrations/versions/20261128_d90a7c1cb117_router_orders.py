@@ -2,7 +2,7 @@
 
 Revision ID: d90a7c1cb117
 Revises: b31d983a62b7
-Create Date: 2026-11-28 00:21:36.454059
+Create Date: 2026-11-28 00:24:13.303940
 """
 
 from collections.abc import Sequence
@@ -176,6 +176,7 @@ def upgrade() -> None:
         sa.Column("fablab_id", sa.String(length=64), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("lease_expires_at", dgml.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("accept_key", sa.String(length=200), nullable=True),
         sa.Column("percent", sa.Float(), nullable=False),
         sa.Column("message", sa.Text(), nullable=False),
         sa.Column("result", sa.JSON(), nullable=True),
