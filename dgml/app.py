@@ -32,6 +32,7 @@ from registry.builds_api import router as builds_router
 from registry.cache import BlobBytesCache, VersionCache
 from registry.change_requests_api import router as change_requests_router
 from registry.reports_api import router as reports_router
+from router.fablabs_api import router as fablabs_router
 
 log = logging.getLogger("dgml.app")
 
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.include_router(change_requests_router)
     app.include_router(reports_router)
     app.include_router(builds_router)
+    app.include_router(fablabs_router)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:
