@@ -32,7 +32,9 @@ from registry.builds_api import router as builds_router
 from registry.cache import BlobBytesCache, VersionCache
 from registry.change_requests_api import router as change_requests_router
 from registry.reports_api import router as reports_router
+from router.agent_api import router as agent_router
 from router.fablabs_api import router as fablabs_router
+from router.operators_api import router as operators_router
 
 log = logging.getLogger("dgml.app")
 
@@ -79,6 +81,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.include_router(reports_router)
     app.include_router(builds_router)
     app.include_router(fablabs_router)
+    app.include_router(agent_router)
+    app.include_router(operators_router)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:
