@@ -14,7 +14,9 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
+from dgml.commands import account, designs, diff_cmd, workcopy_cmds
 from dgml.commands.build import build as build_command
 from dgml.commands.validate import validate as validate_command
 from dgml.errors import DgmlError
@@ -31,6 +33,22 @@ user_app = typer.Typer(
 app.add_typer(user_app, name="user")
 app.command("validate")(validate_command)
 app.command("build")(build_command)
+# The maker's verbs: every one has --json, and --server where it talks to a hub.
+for _verb, _function in (
+    ("login", account.login),
+    ("logout", account.logout),
+    ("whoami", account.whoami),
+    ("search", designs.search),
+    ("fetch", designs.fetch),
+    ("fork", designs.fork),
+    ("status", workcopy_cmds.status),
+    ("push", workcopy_cmds.push),
+    ("pull", workcopy_cmds.pull),
+    ("log", designs.log),
+    ("diff", diff_cmd.diff),
+    ("propose", workcopy_cmds.propose),
+):
+    app.command(_verb)(_function)
 
 out = Console()
 err = Console(stderr=True)
@@ -119,17 +137,24 @@ def worker(
     run_worker(settings, tuple(queue or QUEUES), burst=burst)
 
 
-def main() -> None:
-    """Entry point: usage errors and help are Typer's (exit 2); any other error is one line."""
+def main(args: list[str] | None = None) -> None:
+    """Entry point: usage errors and help are Typer's (exit 2); any other error is one line.
+
+    ``args`` defaults to the process's arguments; tests pass their own."""
     try:
-        app()
+        app(args=args)
     except DgmlError as exc:
         if _state["debug"]:
             raise
-        err.print(f"[red]error:[/] {exc.detail}", highlight=False, soft_wrap=True)
+        # Details may quote file names or a hub's words: shown as text, never as markup.
+        err.print(f"[red]error:[/] {escape(exc.detail)}", highlight=False, soft_wrap=True)
         sys.exit(2 if exc.status_code == 422 else 1)
     except Exception as exc:
         if _state["debug"]:
             raise
-        err.print(f"[red]error:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
+        err.print(
+            f"[red]error:[/] {type(exc).__name__}: {escape(str(exc))}",
+            highlight=False,
+            soft_wrap=True,
+        )
         sys.exit(1)
