@@ -195,6 +195,11 @@ PUSH_FORM_DOC = {
                         "manifest": {"type": "string", "description": "JSON object (OKH-LOSH)"},
                         "message": {"type": "string"},
                         "tag": {"type": "string"},
+                        "base": {
+                            "type": "integer",
+                            "description": "the newest version the push was made on (0: none);"
+                            " 409 if the design has moved past it",
+                        },
                     },
                 }
             }
@@ -248,6 +253,7 @@ async def push_version(
     def store() -> VersionPublic:
         try:
             manifest = parse_manifest(form.text.get("manifest"))
+            base = _base_version(form.text.get("base"))
             if not form.files:
                 raise Invalid("a version needs at least one file", field="files")
             with write_session(services.sessions) as session:
@@ -266,6 +272,7 @@ async def push_version(
                     manifest=manifest,
                     message=form.text.get("message", ""),
                     tag=form.text.get("tag") or None,
+                    base=base,
                 )
                 builds.request_default_build(
                     session, version, lambda path: form.read(path, builds.MAX_SOURCE_BYTES + 1)
@@ -278,6 +285,17 @@ async def push_version(
             form.abort()
 
     return await run_in_threadpool(store)
+
+
+def _base_version(text: str | None) -> int | None:
+    """The optional ``base`` form field: the version number the push was made on (0: none)."""
+    if text is None or text.strip() == "":
+        return None
+    if not text.strip().isdigit() or len(text.strip()) > 9:
+        raise Invalid(
+            "base must be a version number (0 for a design without versions)", field="base"
+        )
+    return int(text)
 
 
 @router.get(DESIGN + "/versions", response_model=Page[VersionSummary], tags=["versions"])

@@ -267,11 +267,14 @@ def create_version(
     tag: str | None = None,
     kind: str = "push",
     parents: Sequence[Version] | None = None,
+    base: int | None = None,
 ) -> Version:
     """Write the next version of ``design``: ``files`` are ``(path, sha256, size)`` triples.
 
     The number comes from an atomic increment of the design's counter, which holds the design's
-    row lock until commit: concurrent pushes get distinct, consecutive numbers.
+    row lock until commit: concurrent pushes get distinct, consecutive numbers. With ``base``,
+    the push is refused (409) unless the newest version is that one, as git refuses a push that
+    is not a fast-forward; the check and the increment are one step under that lock.
     """
     if not files:
         raise Invalid("a version needs at least one file", field="files")
@@ -293,6 +296,13 @@ def create_version(
         .values(version_count=Design.version_count + 1, updated_at=utcnow())
         .returning(Design.version_count)
     ).scalar_one()
+    if base is not None and number - 1 != base:
+        raise Conflict(
+            f"the design is at version {number - 1}, this push is based on version {base}: "
+            "bring your copy up to date first",
+            field="base",
+            latest_version=number - 1,
+        )
     if parents is None:
         head = (
             session.scalar(

@@ -22,7 +22,7 @@ from dgml.errors import DgmlError, Invalid, PayloadTooLarge
 from registry.blobs import BlobStore, BlobWriter, StoredBlob
 from registry.paths import check_path
 
-TEXT_FIELDS = {"manifest", "message", "tag"}
+TEXT_FIELDS = {"manifest", "message", "tag", "base"}
 MAX_TEXT_FIELD_BYTES = 1024 * 1024
 BATCH_BYTES = 2 * 1024 * 1024
 _PARAM_RE = re.compile(r';\s*([^=;\s]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')

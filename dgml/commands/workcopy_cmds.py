@@ -31,7 +31,7 @@ from dgml.commands.common import (
     transfer,
     verdict_text,
 )
-from dgml.errors import DgmlError, Forbidden
+from dgml.errors import Conflict, DgmlError, Forbidden
 from dgml.workcopy import (
     Origin,
     Status,
@@ -175,9 +175,16 @@ def push(
         ordered = sorted(files.items())
         total = sum(path.stat().st_size for _, path in ordered)
         fields = _push_fields(hub, copy.origin, message, tag, files)
+        # The hub checks the base again under the design's lock: a push landing in between
+        # is refused there too.
+        fields["base"] = str(base)
         try:
             with transfer(total, f"{owner}/{name}", enabled=not as_json) as advance:
                 version = hub.push(owner, name, ordered, fields, advance)
+        except Conflict as exc:
+            if "latest_version" in exc.data:
+                raise _stale(exc.data["latest_version"], base) from None
+            raise
         except Forbidden as exc:
             exc.detail += (
                 f" (fork it with dgml fork {owner}/{name}@{base} into a new folder, push there, "

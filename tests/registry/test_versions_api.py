@@ -286,3 +286,30 @@ def test_archived_design_takes_no_versions(client, alice, design):
     assert client.patch(design, json={"archived": True}, headers=alice.headers).json()["archived"]
     assert push(client, alice, design, [("a.stl", CUBE)]).status_code == 422
     assert client.get(design + "/versions/1/files/a.stl").status_code == 200
+
+
+def test_push_on_the_newest_version_as_base_is_taken(client, alice, design):
+    assert push(client, alice, design, [("a.txt", b"one")], base="0").status_code == 201
+    response = push(client, alice, design, [("a.txt", b"two")], base="1")
+    assert response.status_code == 201, response.text
+    assert response.json()["number"] == 2
+
+
+def test_push_from_a_stale_base_is_refused_and_stores_nothing(client, alice, design, settings):
+    assert push(client, alice, design, [("a.txt", b"one")]).status_code == 201
+    assert push(client, alice, design, [("a.txt", b"two")]).status_code == 201
+    before = stored_blobs(settings)
+    response = push(client, alice, design, [("a.txt", b"from an old copy")], base="1")
+    assert response.status_code == 409
+    body = response.json()
+    assert body["latest_version"] == 2 and body["field"] == "base"
+    assert "at version 2" in body["detail"] and "based on version 1" in body["detail"]
+    assert stored_blobs(settings) == before
+    assert client.get(design).json()["latest_version"] == 2
+
+
+@pytest.mark.parametrize("base", ["-1", "one", "1.5", "99999999999"])
+def test_push_with_a_malformed_base_is_refused(client, alice, design, base):
+    response = push(client, alice, design, [("a.txt", b"one")], base=base)
+    assert response.status_code == 422
+    assert response.json()["field"] == "base"
