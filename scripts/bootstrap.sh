@@ -9,6 +9,8 @@ command -v python3 >/dev/null || missing+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v git >/dev/null || missing+=(git)
 command -v pgrep >/dev/null || missing+=(procps)
+# The job agent slices FDM jobs with PrusaSlicer's command line.
+command -v prusa-slicer >/dev/null || missing+=(prusa-slicer)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
