@@ -19,10 +19,13 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dgml import __version__
+from dgml import __version__, metrics
 from dgml.db import make_engine, make_sessionmaker, migrate
 from dgml.deps import Services
 from dgml.errors import DgmlError
+from dgml.limits import BodyLimitMiddleware
+from dgml.logs import HEADER as REQUEST_ID_HEADER
+from dgml.logs import RequestIdMiddleware, current_request_id
 from dgml.settings import Settings
 from registry.api import WHOLE_READ_BYTES
 from registry.api import hot_reads as registry_hot_reads
@@ -35,6 +38,7 @@ from registry.reports_api import router as reports_router
 from router.agent_api import router as agent_router
 from router.fablabs_api import router as fablabs_router
 from router.operators_api import router as operators_router
+from router.orders_api import router as orders_router
 
 log = logging.getLogger("dgml.app")
 
@@ -75,6 +79,11 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # The last added is the outermost: every layer inside, the metrics too, sees the request id.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(metrics.MetricsMiddleware)
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(metrics.router)
     app.include_router(registry_hot_reads)
     app.include_router(registry_router)
     app.include_router(change_requests_router)
@@ -83,6 +92,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.include_router(fablabs_router)
     app.include_router(agent_router)
     app.include_router(operators_router)
+    app.include_router(orders_router)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:
@@ -119,6 +129,13 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     return app
 
 
+def serve_app() -> FastAPI:
+    """The app of each ``dgml serve`` process: settings from the environment, and a schema that
+    ``dgml serve`` (or ``dgml migrate``) brought up to date before the processes started, so
+    that they never race each other to migrate it."""
+    return create_app(run_migrations=False)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DgmlError)
     async def _dgml_error(_request: Request, exc: DgmlError) -> JSONResponse:
@@ -153,4 +170,6 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             {"error": "internal", "detail": "an unexpected error happened; it has been logged"},
             status_code=500,
+            # This handler answers outside the middleware that sets the header on the others.
+            headers={REQUEST_ID_HEADER: rid} if (rid := current_request_id()) else None,
         )

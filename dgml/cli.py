@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from typing import Annotated
 
@@ -114,9 +115,16 @@ def up(
     The API serves on HOST:PORT; a Redis server is started in the data dir unless
     DGML_REDIS_URL names one, and DGML_DATABASE_URL may name PostgreSQL instead of SQLite.
     """
+    settings = _settings()
+    # The API and the workers it starts count into one metrics folder, so that /metrics shows
+    # the validation and placement timings measured in the workers.
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        shared = settings.data_dir / "metrics"
+        shutil.rmtree(shared, ignore_errors=True)
+        shared.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(shared)
     from dgml.stack import run_stack
 
-    settings = _settings()
     run_stack(settings, host=host or settings.host, port=settings.port if port is None else port)
 
 
@@ -127,7 +135,7 @@ def worker(
     ] = None,
     burst: Annotated[bool, typer.Option(help="Stop once the queues are empty.")] = False,
 ) -> None:
-    """Run one RQ worker of the hub (validation jobs); needs DGML_REDIS_URL."""
+    """Run one RQ worker of the hub (checks, builds and routing); needs DGML_REDIS_URL."""
     from dgml.worker import QUEUES, run_worker
 
     settings = _settings()
@@ -135,6 +143,77 @@ def worker(
     if unknown:
         raise typer.BadParameter(f"unknown queue {unknown[0]!r} (queues: {', '.join(QUEUES)})")
     run_worker(settings, tuple(queue or QUEUES), burst=burst)
+
+
+@app.command("migrate")
+def migrate_command(as_json: JsonOpt = False) -> None:
+    """Bring the configured database's schema to the newest revision (safe to run again)."""
+    from alembic.runtime.migration import MigrationContext
+
+    from dgml.db import make_engine, migrate
+
+    settings = _settings()
+    if not settings.database_url:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        migrate(engine)
+        with engine.connect() as conn:
+            heads = sorted(MigrationContext.configure(conn).get_current_heads())
+    finally:
+        engine.dispose()
+    backend = settings.resolved_database_url.split("://", 1)[0]
+    if as_json:
+        print(json.dumps({"database": backend, "revisions": heads}))
+    else:
+        err.print(f"The {backend} database is at revision {', '.join(heads)}.")
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, max=256, help="Server processes sharing the port.")
+    ] = 1,
+    migrate_first: Annotated[
+        bool,
+        typer.Option(
+            "--migrate/--no-migrate", help="Migrate the schema before the processes start."
+        ),
+    ] = True,
+) -> None:
+    """Run the API alone, in one or more processes: no Redis and no workers of its own.
+
+    This is the API of a production deployment (compose.yaml): DGML_DATABASE_URL and
+    DGML_REDIS_URL name the shared database and Redis; queue work is run by `dgml worker`.
+    Logs are JSON lines (DGML_LOG_FORMAT=text for plain ones), access lines included."""
+    import uvicorn
+
+    from dgml.db import make_engine, migrate
+    from dgml.logs import configure_logging, logging_config
+    from dgml.metrics import shared_dir_for
+
+    settings = _settings()
+    configure_logging(settings.log_format, settings.log_level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if migrate_first:
+        engine = make_engine(settings.resolved_database_url)
+        try:
+            migrate(engine)
+        finally:
+            engine.dispose()
+    with shared_dir_for(workers):
+        uvicorn.run(
+            "dgml.app:serve_app",
+            factory=True,
+            host=host or settings.host,
+            port=settings.port if port is None else port,
+            workers=workers,
+            log_config=logging_config(settings.log_format, settings.log_level),
+            log_level=settings.log_level,
+            access_log=True,
+        )
 
 
 def main(args: list[str] | None = None) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import Field, field_validator
@@ -30,6 +31,8 @@ class Settings(BaseSettings):
     blob_dir: Path | None = None
     # Cap on the body of one upload request (all files of a push together).
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    # Cap on any other request body (JSON): read before the routes see it.
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     # Cap on the number of files in one push.
     max_files_per_version: int = Field(default=1000, gt=0)
     # Versions whose rendered metadata each API process keeps in memory (they never change).
@@ -63,11 +66,33 @@ class Settings(BaseSettings):
     # The central factory that "km avoided" is measured against (Paris by default).
     central_lat: float = Field(default=48.8566, ge=-90, le=90)
     central_lon: float = Field(default=2.3522, ge=-180, le=180)
+    # RQ worker processes that ``dgml up`` starts for routing alone (placements, sweeps).
+    route_workers: int = Field(default=1, ge=1, le=64)
+    # Each worker's housekeeping period: outbox hand-over, its liveness, due scheduled jobs.
+    worker_tick_s: float = Field(default=5.0, gt=0)
+    # How often the offer and lease sweeps and the reconciler run.
+    sweeps_every_s: float = Field(default=5.0, gt=0)
+    reconcile_every_s: float = Field(default=10.0, gt=0)
+    # The reconciler leaves a line alone this long after its last change (its job is on its way).
+    reconcile_grace_s: float = Field(default=30.0, ge=0)
+    # A line waiting for its geometry report is looked at again after this delay, doubling up to
+    # the maximum, and failed once it has waited route_report_wait_s.
+    route_recheck_s: float = Field(default=2.0, gt=0)
+    route_recheck_max_s: float = Field(default=60.0, gt=0)
+    route_report_wait_s: float = Field(default=86_400.0, gt=0)
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=0, le=65535)
     # Page size bounds for listings.
     page_size_default: int = Field(default=20, gt=0)
     page_size_max: int = Field(default=100, gt=0)
+    # Log lines: one JSON object per line (for log pipelines) or plain text (for people).
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("data_dir", "blob_dir", mode="after")
     @classmethod

@@ -19,7 +19,9 @@ from rich.console import Console
 from dgml.app import create_app
 from dgml.db import make_engine, migrate
 from dgml.embedded import EmbeddedRedis, die_with_parent
+from dgml.logs import configure_logging, logging_config
 from dgml.settings import Settings
+from dgml.worker import ROUTE_QUEUES, VALIDATION_QUEUES
 
 err = Console(stderr=True)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -61,11 +63,14 @@ def tune_malloc() -> None:
 class Workers:
     """The hub's RQ workers as child processes of ``dgml up``: started with the settings the
     stack resolved (its Redis, its database), stopped with SIGTERM (RQ's warm shutdown lets a
-    running job finish its current step) and killed if they linger."""
+    running job finish its current step) and killed if they linger.
 
-    def __init__(self, settings: Settings, count: int) -> None:
+    ``queues`` holds one entry per worker: the queues it serves. Routing has workers of its
+    own, so that placements and sweeps never wait behind a long geometry check or build."""
+
+    def __init__(self, settings: Settings, queues: list[tuple[str, ...]]) -> None:
         self.settings = settings
-        self.count = count
+        self.queues = queues
         self.children: list[subprocess.Popen] = []
 
     def __enter__(self) -> Workers:
@@ -76,10 +81,11 @@ class Workers:
             DGML_BLOB_DIR=str(self.settings.resolved_blob_dir),
             DGML_REDIS_URL=str(self.settings.redis_url),
         )
-        for _ in range(self.count):
+        for served in self.queues:
+            options = [arg for name in served for arg in ("--queue", name)]
             self.children.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "dgml", "worker"],
+                    [sys.executable, "-m", "dgml", "worker", *options],
                     env=env,
                     stdin=subprocess.DEVNULL,
                     preexec_fn=die_with_parent,
@@ -112,14 +118,21 @@ def run_stack(settings: Settings, *, host: str, port: int) -> None:
             f"dgml hub on http://{host}:{port}  (data: {settings.data_dir}, "
             f"database: {backend}, redis: {settings.redis_url})"
         )
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        configure_logging(settings.log_format, settings.log_level)
         logging.getLogger("alembic").setLevel(logging.WARNING)
         # Migrate before the workers start, so that they and the API never race to do it.
         engine = make_engine(settings.resolved_database_url)
         migrate(engine)
         engine.dispose()
-        stack.enter_context(Workers(settings, settings.validation_workers))
+        queues = [VALIDATION_QUEUES] * settings.validation_workers
+        queues += [ROUTE_QUEUES] * settings.route_workers
+        stack.enter_context(Workers(settings, queues))
         config = uvicorn.Config(
-            create_app(settings), host=host, port=port, log_level="info", access_log=False
+            create_app(settings),
+            host=host,
+            port=port,
+            log_config=logging_config(settings.log_format, settings.log_level),
+            log_level=settings.log_level,
+            access_log=False,
         )
         _Server(config).run()

@@ -2,37 +2,59 @@
 
 Jobs run in the worker process itself (RQ's SimpleWorker): the heavy or untrusted part of each
 job (checking a model file) already runs in a child process of its own with caps on time and
-memory, so a second fork per job would only cost time. Each worker also sweeps the outbox every
-few seconds, handing over messages whose request could not (Redis was down, the API process
-died between commit and enqueue).
+memory, so a second fork per job would only cost time.
+
+Every few seconds (``Settings.worker_tick_s``) each worker also, in a thread of its own:
+hands over outbox messages whose request could not (Redis was down, the API process died between
+commit and enqueue); renews a key saying it is alive, which is how a job left "started" by a
+worker that died is told from one still running (:func:`job_alive`); moves scheduled jobs that
+are due onto their queues (a placement waiting for a geometry report retries that way); and
+enqueues the router's periodic work, the offer and lease sweeps and the reconciler, with a job
+id per time slot, so that however many workers there are, each slot runs once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
 from redis import Redis
 from rq import SimpleWorker
+from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
+from rq.utils import current_timestamp
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from dgml import outbox
 from dgml.db import make_engine, make_sessionmaker
 from dgml.errors import DgmlError
+from dgml.logs import configure_logging
 from dgml.settings import Settings
 from registry.blobs import BlobStore
 
 log = logging.getLogger("dgml.worker")
 
-# Queues in the order a worker serves them.
-QUEUES = ("validate", "build")
-SWEEP_SECONDS = 5.0
+# Queues in the order a worker serves them: slow checks and builds, and routing. ``dgml up``
+# runs routing in workers of its own, so that a placement never waits behind a long check.
+VALIDATION_QUEUES = ("validate", "build")
+ROUTE_QUEUES = ("route",)
+QUEUES = VALIDATION_QUEUES + ROUTE_QUEUES
+ALIVE_PREFIX = "dgml:worker:alive:"
+# The router's periodic work: (job id prefix, function, the setting that holds its period).
+PERIODIC = (
+    ("sweeps", "router.sweeps.run_sweeps", "sweeps_every_s"),
+    ("reconcile", "router.reconcile.run_reconcile", "reconcile_every_s"),
+)
 # Sent outbox messages are deleted about once an hour, a week after they were sent.
-PRUNE_EVERY = 720
+PRUNE_EVERY_S = 3600.0
 
 
 @dataclass
@@ -68,30 +90,115 @@ def context() -> WorkerContext:
     return _context
 
 
-def sweep_forever(context: WorkerContext, redis: Redis, stop: threading.Event) -> None:
-    sweeps = 0
-    while not stop.wait(SWEEP_SECONDS):
+def mark_alive(redis: Redis, name: str, tick_s: float) -> None:
+    """Say this worker is alive for three ticks: missing one tick is not death."""
+    redis.set(ALIVE_PREFIX + name, "1", px=max(1000, int(tick_s * 3000)))
+
+
+def worker_alive(redis: Redis, name: str | None) -> bool:
+    return bool(name) and bool(redis.exists(ALIVE_PREFIX + str(name)))
+
+
+def job_alive(job: Job) -> bool:
+    """True while the job will still run or is running in a worker that is alive."""
+    status = job.get_status(refresh=False)
+    if status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
+        return True
+    if status == JobStatus.STARTED:
+        return worker_alive(job.connection, job.worker_name)
+    return False
+
+
+def fetch_job(redis: Redis, job_id: str) -> Job | None:
+    try:
+        return Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
+    except NoSuchJobError:
+        return None
+
+
+def enqueue_due(redis: Redis, queues: tuple[str, ...] = QUEUES) -> int:
+    """Move scheduled jobs that are due onto their queues; how many this worker moved.
+
+    Removing a job from the schedule is what entitles a worker to enqueue it, so two workers
+    never enqueue the same one."""
+    moved = 0
+    for name in queues:
+        queue = outbox.queue(redis, name)
+        registry = ScheduledJobRegistry(queue=queue)
+        for job_id in registry.get_jobs_to_schedule(current_timestamp()):
+            if not redis.zrem(registry.key, job_id):
+                continue
+            job = fetch_job(redis, job_id)
+            if job is not None:
+                queue.enqueue_job(job)
+                moved += 1
+    return moved
+
+
+def enqueue_periodic(redis: Redis, settings: Settings, now: float | None = None) -> list[str]:
+    """Enqueue each periodic job of the current time slot, unless another worker did; the ids
+    this call enqueued."""
+    now = time.time() if now is None else now
+    queue = outbox.queue(redis, ROUTE_QUEUES[0])
+    enqueued = []
+    for prefix, function, setting in PERIODIC:
+        period = float(getattr(settings, setting))
+        job_id = f"{prefix}-{int(now // period)}"
+        keep = max(60, int(3 * period))
+        with contextlib.suppress(DuplicateJobError):
+            queue.enqueue_call(
+                function,
+                job_id=job_id,
+                timeout=max(60, int(10 * period)),
+                ttl=keep,  # a slot nobody ran in time is dropped, the next one does the work
+                result_ttl=keep,
+                failure_ttl=3600,
+                unique=True,
+            )
+            enqueued.append(job_id)
+    return enqueued
+
+
+def tick(context: WorkerContext, redis: Redis, name: str, count: int) -> None:
+    """One round of a worker's housekeeping (see the module notes)."""
+    mark_alive(redis, name, context.settings.worker_tick_s)
+    outbox.dispatch(
+        context.sessions, redis, older_than=timedelta(seconds=context.settings.worker_tick_s)
+    )
+    enqueue_due(redis)
+    enqueue_periodic(redis, context.settings)
+    if count % max(1, int(PRUNE_EVERY_S / context.settings.worker_tick_s)) == 0:
+        outbox.prune(context.sessions)
+
+
+def sweep_forever(
+    context: WorkerContext, redis: Redis, stop: threading.Event, name: str = ""
+) -> None:
+    count = 0
+    while not stop.wait(context.settings.worker_tick_s):
+        count += 1
         try:
-            outbox.dispatch(context.sessions, redis, older_than=timedelta(seconds=SWEEP_SECONDS))
-            sweeps += 1
-            if sweeps % PRUNE_EVERY == 0:
-                outbox.prune(context.sessions)
+            tick(context, redis, name, count)
         except Exception:  # a sweep must never end the worker; the next one tries again
-            log.exception("outbox sweep failed")
+            log.exception("worker housekeeping failed")
 
 
 def run_worker(
     settings: Settings, queues: tuple[str, ...] = QUEUES, *, burst: bool = False
 ) -> None:
     from registry import builds, validation  # noqa: F401  (they register their outbox topics)
+    from router import lifecycle  # noqa: F401  (the placement topic)
 
     if not settings.redis_url:
         raise DgmlError("a worker needs DGML_REDIS_URL (dgml up sets it for its own workers)")
+    configure_logging(settings.log_format, settings.log_level)
     set_context(make_context(settings))
     redis = Redis.from_url(settings.redis_url)
+    name = f"dgml-{uuid.uuid4().hex[:16]}"
+    mark_alive(redis, name, settings.worker_tick_s)
     stop = threading.Event()
     sweeper = threading.Thread(
-        target=sweep_forever, args=(context(), redis, stop), name="outbox-sweep", daemon=True
+        target=sweep_forever, args=(context(), redis, stop, name), name="housekeeping", daemon=True
     )
     sweeper.start()
     try:
@@ -99,9 +206,12 @@ def run_worker(
             [outbox.queue(redis, q) for q in queues],
             connection=redis,
             serializer=JSONSerializer,
+            name=name,
         )
-        worker.work(burst=burst, logging_level="INFO")
+        worker.work(burst=burst, logging_level=settings.log_level.upper())
     finally:
         stop.set()
+        with contextlib.suppress(Exception):
+            redis.delete(ALIVE_PREFIX + name)
         redis.close()
         context().engine.dispose()

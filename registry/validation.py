@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from dgml import outbox
 from dgml.db import write_session
+from dgml.metrics import VALIDATION_SECONDS
 from registry.geometry.checks import CHECKER_VERSION
 from registry.geometry.runner import Limits, run_checks, run_diff
 from registry.models import GeometryDiffRow, GeometryReportRow, Version, VersionFile
@@ -132,7 +133,8 @@ def validate_file(sha256: str, reader: str, name: str) -> str:
         raise FileNotFoundError(f"blob {sha256} is missing from the store")
     if reader_for(name) != reader:
         name = f"{Path(name).stem or 'model'}.{reader}"
-    result = run_checks(path, name, limits_from(ctx.settings))
+    with VALIDATION_SECONDS.labels(reader=reader).time():
+        result = run_checks(path, name, limits_from(ctx.settings))
     report = result.report.model_copy(update={"path": None})
     row = GeometryReportRow(
         sha256=sha256,

@@ -131,8 +131,9 @@ def test_up_serves_the_api_with_embedded_redis_and_stops_cleanly(tmp_path):
             files=[("files", ("cube.stl", mesh("20mm-xyz-cube.stl")))],
         )
         assert pushed.status_code == 201
-        # The hub's own worker checks the file: pending, then the verdict.
-        assert len(_worker_processes(data_dir)) == 1
+        # The hub's own workers (one for checks and builds, one for routing) check the file:
+        # pending, then the verdict.
+        assert len(_worker_processes(data_dir)) == 2
         deadline = time.monotonic() + 60
         while (verdict := pushed.json()["verdict"]) == "pending":
             assert time.monotonic() < deadline, "the version stayed pending"
