@@ -250,7 +250,7 @@ class OrderRun:
         while not self.stop:
             try:
                 answer = await client.post(
-                    "/api/v1/agent/claim", params={"wait": 2}, headers=headers
+                    "/api/v1/agent/claim", params={"wait": 20}, headers=headers
                 )
             except httpx.HTTPError as exc:
                 self.errors.append(f"claim: {type(exc).__name__}")

@@ -70,7 +70,9 @@ def make_engine(url: str) -> Engine:
         )
         _tune_sqlite(engine)
         return engine
-    return create_engine(url, pool_size=10, max_overflow=30, pool_pre_ping=True)
+    # Connections beyond pool_size are closed when handed back, and opening one costs
+    # PostgreSQL a process: keep as many as an API process's thread pool (40) can use at once.
+    return create_engine(url, pool_size=40, max_overflow=10, pool_pre_ping=True)
 
 
 def _tune_sqlite(engine: Engine) -> None:

@@ -57,6 +57,8 @@ log = logging.getLogger("dgml.router.fablabs")
 SLUG_BASE_MAX = 56
 MAX_RADIUS_KM = 2000.0
 BOARD_RADIUS_KM = 50.0
+# Rounds of a race between registrations of one name (each round settles one of them).
+ID_ATTEMPTS = 32
 
 
 @asynccontextmanager
@@ -160,7 +162,9 @@ def register_fablab(
 ) -> FablabCreated:
     """Register a fablab operated by the caller; the answer holds its agent's enrolment token,
     shown this once."""
-    for _ in range(5):
+    # Registrations of one name at once each take the next free id: every round of a race
+    # settles one of them, so the attempts bound how many may race.
+    for _ in range(ID_ATTEMPTS):
         if data.id is not None and session.get(Fablab, data.id) is not None:
             raise Conflict(f"the fablab id {data.id!r} is taken", field="id")
         token, digest = new_token(ENROLMENT_PREFIX)
