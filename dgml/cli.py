@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from dgml.commands import account, designs, diff_cmd, workcopy_cmds
+from dgml.commands import agent as agent_commands
 from dgml.commands.build import build as build_command
 from dgml.commands.validate import validate as validate_command
 from dgml.errors import DgmlError
@@ -32,6 +33,8 @@ user_app = typer.Typer(
     help="Accounts on this hub (works on the configured database directly).", no_args_is_help=True
 )
 app.add_typer(user_app, name="user")
+# The fablab's job agent and the commands a person uses beside it.
+app.add_typer(agent_commands.app, name="agent")
 app.command("validate")(validate_command)
 app.command("build")(build_command)
 # The maker's verbs: every one has --json, and --server where it talks to a hub.
