@@ -20,6 +20,7 @@ from rich.markup import escape
 from dgml.commands import account, designs, diff_cmd, workcopy_cmds
 from dgml.commands import agent as agent_commands
 from dgml.commands.build import build as build_command
+from dgml.commands.demo import demo as demo_command
 from dgml.commands.validate import validate as validate_command
 from dgml.errors import DgmlError
 
@@ -37,6 +38,7 @@ app.add_typer(user_app, name="user")
 app.add_typer(agent_commands.app, name="agent")
 app.command("validate")(validate_command)
 app.command("build")(build_command)
+app.command("demo")(demo_command)
 # The maker's verbs: every one has --json, and --server where it talks to a hub.
 for _verb, _function in (
     ("login", account.login),
@@ -112,11 +114,19 @@ def user_create(
 def up(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo", help="Also publish designs/, register the French fab labs, run agents."
+        ),
+    ] = False,
 ) -> None:
     """Run the hub until Ctrl-C (embedded default: SQLite, blobs and Redis in the data dir).
 
     The API serves on HOST:PORT; a Redis server is started in the data dir unless
     DGML_REDIS_URL names one, and DGML_DATABASE_URL may name PostgreSQL instead of SQLite.
+    With --demo, the designs library is published, the French fab labs are registered and
+    simulated agents of a dozen of them take orders until the hub stops.
     """
     settings = _settings()
     # The API and the workers it starts count into one metrics folder, so that /metrics shows
@@ -128,7 +138,20 @@ def up(
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(shared)
     from dgml.stack import run_stack
 
-    run_stack(settings, host=host or settings.host, port=settings.port if port is None else port)
+    host = host or settings.host
+    port = settings.port if port is None else port
+    live = None
+    if demo:
+        from dgml.commands.demo import LiveDemo
+
+        reach = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        live = LiveDemo(settings, f"http://{reach}:{port}")
+        live.start()
+    try:
+        run_stack(settings, host=host, port=port)
+    finally:
+        if live is not None:
+            live.stop()
 
 
 @app.command("worker")
