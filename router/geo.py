@@ -8,18 +8,19 @@ The index
     when the key is gone (Redis was wiped). :func:`add` and :func:`remove` follow single changes.
 
 Nearest first, widening
-    :func:`nearest` asks ``GEOSEARCH ... BYRADIUS r km ASC COUNT n WITHDIST`` for the ``n``
-    nearest fablabs, widening ``r`` along :data:`RADII_KM` (1 km, doubling to 2,048 km, then
-    the whole Earth) until a radius holds ``n``. Redis measures every member of the geohash
-    cells covering the circle, whatever ``n``, so a radius just large enough keeps its work
-    small in dense cities; the widening runs inside Redis (a short Lua script), so a search
-    costs one round trip however far it goes. A search starts where the last one around the
-    same place ended (:class:`RadiusHints`), and goes exactly as far as the placement says it
-    still needs once it knows (``need_km``). It yields batches of fablabs not yet seen,
-    nearest first, each with the distance up to which every fablab has been seen
-    (``covered_km``): all the others are at least that far, which is what lets the placement
-    stop early and still be sure of its winner. :func:`nearest_brute_force` yields the same
-    batches from all distances at once, the reference the tests and the benchmark compare with.
+    :func:`nearest` asks ``GEOSEARCH ... BYRADIUS r km ASC COUNT n`` for the fablabs nearest a
+    point, widening ``r`` along :data:`RADII_KM` (1.15 km doubling to 9,460 km, then the whole
+    Earth) until a radius holds enough of them. Redis measures every member of the geohash
+    cells around the centre, cells of a level the radius sets, whatever ``n``: so the first
+    search starts where the last one around the same place ended (the placement's hints),
+    stops at the first radius holding a few fablabs and answers up to ``n`` of them, and a
+    later one goes exactly as far as the placement says it still needs (``need_km``). The
+    widening runs inside Redis (a short Lua script), so a search is one round trip however
+    far it goes. It yields batches of fablabs not yet seen, nearest first, each with the
+    distance up to which every fablab has been seen (``covered_km``): all the others are at
+    least that far, which is what lets the placement stop early and still be sure of its
+    winner. :func:`nearest_brute_force` yields the same batches from all distances at once, the
+    reference the tests and the benchmark compare with.
 
 Distances
     Haversine on a sphere of radius :data:`EARTH_RADIUS_KM`, 6372.7976 km: the radius Redis
@@ -44,29 +45,36 @@ from __future__ import annotations
 
 import hashlib
 import math
-import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import repeat
 from typing import Any, Protocol
 
 import numpy as np
 from redis import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dgml.errors import Invalid
 
 KEY = "dgml:fablabs:geo"
-# Doubling steps: Redis measures every fablab in cells at least as wide as the radius, so a
-# step too far can cost thousands of measures in a city, while steps that find nothing cost
-# little (the widening runs inside Redis, see _SEARCH_LUA).
-RADII_KM: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
-START_KM = 1.0
 EARTH_RADIUS_KM = 6372.797560856
 # No two points on the sphere are farther apart than half its circumference.
 WHOLE_EARTH_KM = math.pi * EARTH_RADIUS_KM
 MAX_INDEX_LAT = 85.05112878
+# Doubling steps. A GEOSEARCH measures every fablab in the geohash cells of one level around
+# the centre, the level set by the radius (cells between one and two radii high), so a step too
+# far costs thousands of measures in a city while steps that find nothing cost little (the
+# widening runs inside Redis, see _SEARCH_LUA). Each step is just under the height of a level's
+# cells, the widest radius Redis still searches in cells of that level: 1.15, 2.31, 4.62 ... km.
+RADII_KM: tuple[float, ...] = tuple(
+    math.radians(2 * MAX_INDEX_LAT / 2**level) * EARTH_RADIUS_KM * (1 - 1e-6)
+    for level in range(14, 0, -1)
+)
+START_KM = RADII_KM[0]
 LOCATION_DECIMALS = 2
 # Redis stores a point as a 52-bit geohash (under 0.6 m off) and answers distances to 0.1 m.
 INDEX_SLACK_KM = 0.002
@@ -201,73 +209,99 @@ def remove(redis: Redis, fablab_id: str, *, key: str = KEY) -> None:
 class Batch:
     """Fablabs not yet seen, nearest first, and how far the search has looked."""
 
-    # (fablab id, distance in km as the index measured it)
-    hits: list[tuple[str, float]]
+    # (fablab id, distance in km as the index measured it, or None when the search was asked
+    # not to return distances: ``measure`` answers them on demand)
+    hits: list[tuple[str, float | None]]
     # Every fablab nearer than this has been yielded, in this batch or an earlier one.
     covered_km: float
     # The radius searched (WHOLE_EARTH_KM for the whole Earth).
     radius_km: float
     # True when every fablab of the index has been yielded.
     exhausted: bool
+    # Index distances of these ids, for hits given without one.
+    measure: Callable[[Sequence[str]], dict[str, float]] | None = None
+    # No hit is farther than this, as the index measures (None: not known).
+    farthest_km: float | None = None
 
 
 def _text(member: bytes | str) -> str:
     return member.decode() if isinstance(member, bytes) else member
 
 
-class RadiusHints:
-    """Where searches around a place ended, per 1-degree cell and kind of order.
-
-    Only speed depends on it: the next search there starts at that radius and asks for about
-    as many fablabs. Bounded (the least recently used are forgotten).
-    """
-
-    def __init__(self, size: int = 65536) -> None:
-        self.size = size
-        self._ends: OrderedDict[tuple[int, int, str], tuple[float, int]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def start(self, lat: float, lon: float, kind: str = "") -> tuple[float, int] | None:
-        """``(km, fablabs)`` where the last search here ended, if one did."""
-        with self._lock:
-            return self._ends.get((math.floor(lat), math.floor(lon), kind))
-
-    def learn(self, lat: float, lon: float, kind: str, km: float, fablabs: int) -> None:
-        cell = (math.floor(lat), math.floor(lon), kind)
-        with self._lock:
-            self._ends[cell] = (km, fablabs)
-            self._ends.move_to_end(cell)
-            if len(self._ends) > self.size:
-                self._ends.popitem(last=False)
-
-
-HINTS = RadiusHints()
-
-
 # GEOSEARCH at each radius given (one space-separated argument: redis-py encodes each argument
-# in Python) until one holds ``count`` fablabs, in one round trip; answering only the fablabs at
-# ``from_km`` or farther (the nearer ones were seen) as one string, "<found> <radius>\n<id>
-# <km>\n...": the pure-Python RESP parser takes about 4.5 us per WITHDIST entry, a split a tenth.
+# in Python) until one holds ``least`` fablabs, answering up to ``most``, in one round trip, as
+# one string (the pure-Python RESP parser takes microseconds per entry, a split a tenth). With
+# distances: "<found> <radius> <farthest km>\n<km> ...\n<id>\n..." for the fablabs at
+# ``from_km`` or farther (the nearer ones were seen). Without: "<found> <radius> <lon> <lat>
+# \n<id>\n..." with every fablab found and the position of the farthest: a Lua table per
+# WITHDIST entry costs Redis more than the search itself in a city, a flat reply is joined in C.
 _SEARCH_LUA = """
-local count = tonumber(ARGV[3])
-local from_km = tonumber(ARGV[4])
+local least, most = string.match(ARGV[3], '(%d+) (%d+)')
+least, most = tonumber(least), tonumber(most)
+local withdist = ARGV[6] == '1'
+local search = {'GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2], 'BYRADIUS', 0, 'km', 'ASC',
+                'COUNT', most, withdist and 'WITHDIST' or nil}
 local found, radius
 for step in string.gmatch(ARGV[5], '%S+') do
   radius = step
-  found = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2],
-                     'BYRADIUS', radius, 'km', 'ASC', 'COUNT', count, 'WITHDIST')
-  if #found >= count then break end
+  search[7] = radius
+  found = redis.call(unpack(search))
+  if #found >= least then break end
 end
-local out = {#found .. ' ' .. radius}
+local head = #found .. ' ' .. radius
+if #found == 0 then return head end
+if not withdist then
+  local pos = redis.call('GEOPOS', KEYS[1], found[#found])[1]
+  return head .. ' ' .. pos[1] .. ' ' .. pos[2] .. '\\n' .. table.concat(found, '\\n')
+end
+head = head .. ' ' .. found[#found][2]
+local from_km = tonumber(ARGV[4])
+local ids, kms = {}, {}
 for i = 1, #found do
   local hit = found[i]
   if tonumber(hit[2]) >= from_km then
-    out[#out + 1] = hit[1] .. ' ' .. hit[2]
+    ids[#ids + 1] = hit[1]
+    kms[#kms + 1] = hit[2]
   end
 end
-return table.concat(out, '\\n')
+return head .. '\\n' .. table.concat(kms, ' ') .. '\\n' .. table.concat(ids, '\\n')
 """
 _SEARCH_SHA = hashlib.sha1(_SEARCH_LUA.encode()).hexdigest()
+
+
+def _call(redis: Redis, *args: Any) -> Any:
+    """One command straight through a connection of the client's pool: ``execute_command``
+    costs 30 to 50 us of Python in redis-py 8 (retries, observability hooks, callbacks), as
+    much as the round trip. A broken connection is dropped and the command goes through the
+    client after all, with its retry policy."""
+    pool = getattr(redis, "connection_pool", None)
+    if pool is None or getattr(redis, "connection", None) is not None:
+        return redis.execute_command(*args)
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command([_pack(args, conn.encoder.encoding)], check_health=False)
+        reply = conn.read_response()
+    except ResponseError:
+        pool.release(conn)  # a whole error reply was read: the connection is clean
+        raise
+    except BaseException as exc:
+        conn.disconnect()  # a reply may be half read
+        pool.release(conn)
+        if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+            return redis.execute_command(*args)
+        raise
+    pool.release(conn)
+    return reply
+
+
+def _pack(args: Sequence[Any], encoding: str) -> bytes:
+    """The RESP array of these arguments (str, bytes or numbers), as redis-py would pack them,
+    in half its time."""
+    parts = [
+        a if isinstance(a, bytes) else (a if isinstance(a, str) else repr(a)).encode(encoding)
+        for a in args
+    ]
+    return b"".join([b"*%d\r\n" % len(parts), *(b"$%d\r\n%s\r\n" % (len(a), a) for a in parts)])
 
 
 def _search(
@@ -275,25 +309,46 @@ def _search(
     key: str,
     lon: float,
     lat: float,
-    radii: Sequence[float],
-    count: int,
+    radii: str,
+    least: int,
+    most: int,
     from_km: float,
-) -> tuple[int, float, list[tuple[str, float]]]:
-    """``(found, radius, [(id, km), ...])``: the radius the search stopped at, how many it
-    found there, and those of them at ``from_km`` or farther."""
-    args = (lon, lat, count, from_km, " ".join(map(repr, radii)))
+    distances: bool,
+) -> tuple[int, float, float | None, list[tuple[str, float | None]]]:
+    """``(found, radius, farthest, hits)``: the radius the search stopped at, how many it found
+    there, the index distance of the farthest of them (None when it found none), and the hits:
+    ``(id, km)`` at ``from_km`` or farther with distances, every ``(id, None)`` found without."""
+    count = f"{least} {most}"
+    args = ("EVALSHA", _SEARCH_SHA, 1, key, lon, lat, count, from_km, radii, int(distances))
     try:
-        text = redis.evalsha(_SEARCH_SHA, 1, key, *args)
+        text = _text(_call(redis, *args))
     except NoScriptError:  # a new or wiped server: load the script and ask again
         redis.script_load(_SEARCH_LUA)
-        text = redis.evalsha(_SEARCH_SHA, 1, key, *args)
-    lines = _text(text).split("\n")
-    found, radius = lines[0].split(" ")
-    hits = []
-    for line in lines[1:]:
-        member, _, dist = line.rpartition(" ")
-        hits.append((member, float(dist)))
-    return int(found), float(radius), hits
+        text = _text(_call(redis, *args))
+    head, _, body = text.partition("\n")
+    found, radius, *last = head.split(" ")
+    farthest = None
+    if distances:
+        kms, _, ids = body.partition("\n")
+        hits: list[tuple[str, float | None]] = list(
+            zip(ids.split("\n"), map(float, kms.split(" ")), strict=True) if kms else ()
+        )
+        farthest = float(last[0]) if last else None
+    else:
+        hits = list(zip(body.split("\n"), repeat(None))) if body else []
+        if last:
+            farthest = distance_km(lat, lon, float(last[1]), float(last[0]))
+    return int(found), float(radius), farthest, hits
+
+
+@lru_cache(maxsize=64)
+def _ladder(radii: tuple[float, ...]) -> tuple[float, ...]:
+    return (*sorted({float(r) for r in radii if 0 < r < WHOLE_EARTH_KM}), WHOLE_EARTH_KM)
+
+
+@lru_cache(maxsize=1024)
+def _steps_text(steps: tuple[float, ...]) -> str:
+    return " ".join(map(repr, steps))
 
 
 def nearest(
@@ -306,51 +361,72 @@ def nearest(
     batch: int = 32,
     start: tuple[float, int] | None = None,
     need_km: Callable[[], float | None] | None = None,
+    distances: bool = True,
 ) -> Iterator[Batch]:
     """Fablabs around ``(lat, lon)`` in batches, nearest first, widening the radius as pulled.
 
-    The first search asks for ``batch`` fablabs from where a search here ended before
-    (``start``, ``(km, fablabs)`` from :class:`RadiusHints`) or from 1 km, widening in Redis
-    along the ladder (``radii``, then the whole Earth) until a radius holds them. Each later
-    one widens from the distance seen so far, up to ``need_km()`` when the caller knows how far
-    it must still look (the placement, once it has its winner and fallbacks, needs every
-    fablab that could beat the winner) and to the whole Earth otherwise, and answers only the
-    fablabs not yet seen.
+    The first search starts where a search here ended before (``start``, ``(km, fablabs)``
+    from router.placement.RadiusHints) or at :data:`START_KM`, widens in Redis along the ladder
+    (``radii``, then the whole Earth) until a radius holds a few fablabs (half of ``batch``,
+    a quarter without a hint), and answers up to twice as many as the last search here
+    considered (at least ``batch``; twice ``batch`` without a hint). Each later one widens
+    from the distance seen so far, up to ``need_km()`` when the caller knows how far it must
+    still look (the placement, once it has its winner and fallbacks, needs every fablab that
+    could beat the winner) and to the whole Earth otherwise, and answers only the fablabs not
+    yet seen. With ``distances=False`` the hits come without their index distance (the
+    placement measures each record exactly anyway), which costs Redis less; the batch's
+    ``measure`` answers them on demand and ``farthest_km`` bounds them all.
     """
     lat, lon = check_location(lat, lon)
     centre_lat = _indexable(lat)
     clamped_km = distance_km(lat, lon, centre_lat, lon)
-    ladder = [*sorted({float(r) for r in radii if 0 < r < WHOLE_EARTH_KM}), WHOLE_EARTH_KM]
+    ladder = _ladder(tuple(radii))
 
     def widening(km: float) -> list[float]:
         first = min(km, WHOLE_EARTH_KM)
         return [first, *(r for r in ladder if r > first)]
 
+    def measure(ids: Sequence[str]) -> dict[str, float]:
+        """Index distances of these ids (those the index still holds)."""
+        found = zip(ids, redis.geopos(key, *ids) if ids else [], strict=True)
+        return {i: distance_km(centre_lat, lon, float(p[1]), float(p[0])) for i, p in found if p}
+
     if start is None:
-        steps, count = widening(START_KM), batch
+        steps, least, most = widening(START_KM), max(1, batch // 4), 2 * batch
     else:
-        steps, count = widening(1.1 * start[0] + 0.1), max(start[1], batch)
+        # 30 % beyond where the last search here ended, answering up to twice as many as it
+        # considered: widening again costs a round trip, answering more costs little.
+        steps = widening(1.3 * start[0] + 0.1)
+        least, most = max(1, batch // 2), max(2 * start[1], batch)
     seen: set[str] = set()
     from_km = 0.0
     while True:
-        search = [min(r + clamped_km, WHOLE_EARTH_KM) for r in steps]
-        found, search_km, answer = _search(redis, key, lon, centre_lat, search, count, from_km)
+        search = [min(r + clamped_km, WHOLE_EARTH_KM) for r in steps] if clamped_km else steps
+        # The ladder's part of the steps is the same from search to search.
+        text = (
+            f"{search[0]!r} {_steps_text(tuple(search[1:]))}"
+            if len(search) > 1
+            else repr(search[0])
+        )
+        found, search_km, farthest, answer = _search(
+            redis, key, lon, centre_lat, text, least, most, from_km, distances
+        )
         radius = steps[search.index(search_km)] if search_km in search else steps[-1]
-        full = found >= count
+        full = found >= most and farthest is not None
         whole = radius >= WHOLE_EARTH_KM
-        hits = []
-        for fablab_id, km in answer:
-            if fablab_id not in seen:
-                seen.add(fablab_id)
-                hits.append((fablab_id, km))
+        hits = answer if not seen else [hit for hit in answer if hit[0] not in seen]
+        last = farthest
         # Every fablab not yet answered is at least this far, as Redis measures from the centre.
-        farthest = answer[-1][1] if full else search_km
+        farthest = farthest if full else search_km
         from_km = max(farthest - INDEX_SLACK_KM, 0.0)
         reached = max(farthest - clamped_km, 0.0) if full else radius
         covered = min(max(reached - INDEX_SLACK_KM, 0.0), radius) if full else radius
-        yield Batch(hits, covered, radius, whole and not full)
-        if whole and not full:
+        exhausted = whole and not full
+        yield Batch(hits, covered, radius, exhausted, None if distances else measure, last)
+        if exhausted:
             return
+        # Pulled again: remember what was seen (most decisions never get here).
+        seen.update(fablab_id for fablab_id, _ in hits)
         # Widen from what was seen, up to where the caller needs to look or else the whole
         # Earth. Each search measures every fablab in its cells again, so ask for enough: half
         # as many again as seen, or as many as the density seen promises up to where the
@@ -364,7 +440,7 @@ def nearest(
             more = max(more, min(math.ceil(1.2 * density * target * target) - found, 8 * batch))
         target = min(target + INDEX_SLACK_KM, WHOLE_EARTH_KM)
         steps = [*(r for r in ladder if reached < r < target), target]
-        count = len(seen) + more
+        least = most = len(seen) + more
 
 
 def nearest_brute_force(

@@ -13,6 +13,7 @@ waiting for machines of that kind at the lab; ``typical_job_hours`` defaults by 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,17 @@ def _triple(values: Any, what: str, *, allow_zero: bool = False) -> tuple[float,
     return x, y, z
 
 
+# Distinct build volumes, once each: machines of the same size share the tuple (a few sizes are
+# common). Bounded: past that many sizes a machine keeps its own.
+_VOLUMES: dict[tuple[float, ...], tuple[float, ...]] = {}
+_MAX_VOLUMES = 4096
+
+
+def offer_key(process: str, material: str) -> str:
+    """The key of :attr:`Fablab.able` for machines of this process taking this material."""
+    return sys.intern(f"{process}\x00{material}")
+
+
 @dataclass(frozen=True, slots=True)
 class Machine:
     process: str
@@ -70,6 +82,11 @@ class Machine:
         if hours is None:
             hours = TYPICAL_JOB_HOURS.get(self.process, DEFAULT_JOB_HOURS)
         object.__setattr__(self, "job_hours", hours)
+        # Machines of the same size share one tuple (see Fablab.able).
+        volume = tuple(self.build_volume_mm)
+        if len(_VOLUMES) < _MAX_VOLUMES or volume in _VOLUMES:
+            volume = _VOLUMES.setdefault(volume, volume)
+        object.__setattr__(self, "build_volume_mm", volume)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Machine:
@@ -110,15 +127,37 @@ class Fablab:
     price: PriceModel | None = None
     # process -> material -> the machines for it: what placement asks of every candidate.
     offers: dict[str, dict[str, tuple[Machine, ...]]] = field(init=False, repr=False, compare=False)
+    # offer_key(process, material) -> (build volume, count, queue, busy hours = typical job
+    # hours x count) of each machine for it. Placement reads this of every candidate: in a
+    # city it reads hundreds of records scattered in memory, where each object touched is a
+    # cache miss, so it is one dict of flat tuples (the volumes shared between machines).
+    able: dict[str, tuple[tuple[tuple[float, float, float], int, int, float], ...]] = field(
+        init=False, repr=False, compare=False
+    )
+    # The latitude in radians and its cosine, for the distance to every order (router.geo).
+    phi: float = field(init=False, repr=False, compare=False)
+    cos_phi: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "phi", math.radians(self.lat))
+        set_(self, "cos_phi", math.cos(self.phi))
         offers: dict[str, dict[str, list[Machine]]] = {}
         for machine in self.machines:
             by_material = offers.setdefault(machine.process, {})
             for material in machine.materials:
                 by_material.setdefault(material, []).append(machine)
-        frozen = {p: {m: tuple(ms) for m, ms in by.items()} for p, by in offers.items()}
-        object.__setattr__(self, "offers", frozen)
+        set_(
+            self, "offers", {p: {m: tuple(ms) for m, ms in by.items()} for p, by in offers.items()}
+        )
+        able = {
+            offer_key(process, material): tuple(
+                (m.build_volume_mm, m.count, m.queue, m.job_hours * m.count) for m in machines
+            )
+            for process, by in self.offers.items()
+            for material, machines in by.items()
+        }
+        set_(self, "able", able)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Fablab:

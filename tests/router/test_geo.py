@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from redis import ConnectionPool, Redis
 
 from dgml.errors import Invalid
 from router import geo
@@ -137,19 +138,85 @@ def test_nearest_widens_the_radius_only_as_far_as_pulled(redis, geo_key, french_
     geo.rebuild(redis, french_labs, key=geo_key)
     batches = geo.nearest(redis, *BREST, key=geo_key, batch=4)
     first = next(batches)
-    # Widened inside Redis along the ladder until a radius held 4 labs: Lannion is 85 km away.
-    assert first.radius_km == 128
-    assert [i for i, _ in first.hits] == ["tyfabbrest", "lesfabriquesduponant", "telefab",
-                                          "fablablannion"]  # fmt: skip
+    # Widened inside Redis along the ladder until a radius held a quarter of the batch: nobody
+    # within 1.15 km of Brest, two labs within 2.31 km, all of them answered.
+    assert first.radius_km == geo.RADII_KM[1] == first.covered_km
+    assert [i for i, _ in first.hits] == ["tyfabbrest", "lesfabriquesduponant"]
     rest = list(batches)
     assert rest[-1].radius_km == pytest.approx(geo.WHOLE_EARTH_KM) and rest[-1].exhausted
     covered = [first.covered_km] + [b.covered_km for b in rest]
     assert covered == sorted(covered)
-    # Each search stops at a step of the ladder that holds 4 more labs, or at the whole Earth.
-    ladder = {*map(float, geo.RADII_KM), geo.WHOLE_EARTH_KM}
+    # Each later search stops at a step of the ladder that holds 4 more labs, or at the whole
+    # Earth.
+    ladder = {*geo.RADII_KM, geo.WHOLE_EARTH_KM}
     for batch in rest:
         assert batch.radius_km in ladder
         assert len(batch.hits) >= 4 or batch.exhausted
+
+
+def test_the_ladder_steps_are_the_widest_radii_of_redis_search_levels():
+    """A GEOSEARCH of radius r measures the geohash cells of the level Redis derives from r:
+    the level whose radii run from M / 2^(level+1) to M / 2^level (M half the equator, in
+    Redis's geohash helper). Each step sits in a level of its own, at the height of its cells:
+    the widest radius whose neighbouring cells still cover the circle at that level."""
+    mercator_max_km = 20037.72637
+    for level, radius in zip(range(14, 0, -1), geo.RADII_KM, strict=True):
+        assert mercator_max_km / 2 ** (level + 1) < radius < mercator_max_km / 2**level
+        cell_height_km = math.radians(2 * geo.MAX_INDEX_LAT / 2**level) * geo.EARTH_RADIUS_KM
+        assert radius == pytest.approx(cell_height_km, rel=1e-5) and radius < cell_height_km
+    assert geo.RADII_KM[0] == geo.START_KM
+
+
+@pytest.mark.parametrize("centre", [BREST, PARIS, (43.30, 5.37), (45.76, 4.84), (20.0, -40.0)])
+def test_a_search_without_distances_yields_the_same_labs(redis, geo_key, french_labs, centre):
+    """The flat reply (ids only, costs Redis less) and the one with distances agree."""
+    geo.rebuild(redis, french_labs, key=geo_key)
+    with_km = list(geo.nearest(redis, *centre, key=geo_key, batch=8))
+    flat = list(geo.nearest(redis, *centre, key=geo_key, batch=8, distances=False))
+    assert [[i for i, _ in b.hits] for b in flat] == [[i for i, _ in b.hits] for b in with_km]
+    # The same bound to a millimetre or so: Redis writes its distances to 0.1 m, the flat reply
+    # measures the farthest lab's position itself.
+    assert [b.covered_km for b in flat] == pytest.approx([b.covered_km for b in with_km], abs=1e-3)
+    assert [b.radius_km for b in flat] == [b.radius_km for b in with_km]
+    assert all(km is None for b in flat for _, km in b.hits)
+    assert all(b.measure is None for b in with_km)
+    # Each batch says how far its farthest hit is, as the index measures.
+    for f, w in zip(flat, with_km, strict=True):
+        if w.hits:
+            assert f.farthest_km == pytest.approx(max(km for _, km in w.hits), abs=1e-3)
+            assert w.farthest_km == max(km for _, km in w.hits)
+    # measure answers the index distance of any id, and leaves out those the index lacks.
+    wanted = [i for i, _ in with_km[0].hits][:3]
+    measured = flat[0].measure([*wanted, "not-indexed"])
+    assert set(measured) == set(wanted)
+    assert [measured[i] for i in wanted] == pytest.approx(
+        [km for i, km in with_km[0].hits[:3]], abs=1e-3
+    )
+
+
+def test_a_search_survives_a_flushed_script_and_a_killed_connection(redis, geo_key, french_labs):
+    geo.rebuild(redis, french_labs, key=geo_key)
+    expected = [i for i, _ in next(geo.nearest(redis, *BREST, key=geo_key)).hits]
+    redis.script_flush()  # a restarted or wiped server has no scripts
+    assert [i for i, _ in next(geo.nearest(redis, *BREST, key=geo_key)).hits] == expected
+    # Another client kills this one's pooled connection: the next search reconnects.
+    other = Redis(connection_pool=ConnectionPool(**redis.connection_pool.connection_kwargs))
+    try:
+        assert other.client_kill_filter(_type="normal", skipme=True) >= 1
+    finally:
+        other.close()
+    assert [i for i, _ in next(geo.nearest(redis, *BREST, key=geo_key)).hits] == expected
+
+
+def test_a_search_through_a_single_connection_client(redis_url, geo_key, french_labs):
+    client = Redis.from_url(redis_url, single_connection_client=True, decode_responses=True)
+    try:
+        geo.rebuild(client, french_labs, key=geo_key)
+        hits = next(geo.nearest(client, *BREST, key=geo_key, distances=False)).hits
+        assert hits[0] == ("tyfabbrest", None)
+    finally:
+        client.delete(geo_key)
+        client.close()
 
 
 def test_nearest_stays_small_in_a_dense_city_and_skips_seen_labs(redis, geo_key):
@@ -163,7 +230,9 @@ def test_nearest_stays_small_in_a_dense_city_and_skips_seen_labs(redis, geo_key)
     geo.rebuild(redis, dense, key=geo_key)
     batches = geo.nearest(redis, 48.85, 2.35, key=geo_key, batch=16)
     first, second = next(batches), next(batches)
-    assert len(first.hits) == 16
+    # The first radius of the ladder holds more than a quarter of the batch: it answers twice
+    # the batch, the nearest.
+    assert len(first.hits) == 32 and first.radius_km == geo.START_KM
     # The 16 nearest lie within a few km: the next search does not measure all of 25 km.
     assert second.radius_km < 10
     ids = [i for i, _ in first.hits + second.hits]
@@ -181,16 +250,16 @@ def test_nearest_stays_small_in_a_dense_city_and_skips_seen_labs(redis, geo_key)
 
 def test_nearest_starts_where_the_hint_says(redis, geo_key, french_labs):
     geo.rebuild(redis, french_labs, key=geo_key)
-    hints = geo.RadiusHints(size=2)
-    assert hints.start(*BREST, "fdm") is None
-    hints.learn(*BREST, "fdm", 90.0, 0)
-    start = hints.start(*BREST, "fdm")
-    first = next(geo.nearest(redis, *BREST, key=geo_key, batch=4, start=start))
-    assert first.radius_km == pytest.approx(99.1)  # 10 % beyond where the last search ended
-    assert len(first.hits) == 4
-    hints.learn(0, 0, "fdm", 1.0, 1)
-    hints.learn(1, 1, "fdm", 1.0, 1)
-    assert hints.start(*BREST, "fdm") is None  # the oldest is forgotten
+    first = next(geo.nearest(redis, *BREST, key=geo_key, batch=4, start=(90.0, 0)))
+    assert first.radius_km == pytest.approx(117.1)  # 30 % beyond where the last search ended
+    # A hinted search stops at the first radius holding half the batch and answers up to the
+    # batch: here all of them (the 4 nearest, Lannion the 4th at 85 km).
+    assert len(first.hits) == 4 and first.hits[-1][0] == "fablablannion"
+    assert first.covered_km == pytest.approx(85.128, abs=1e-2)
+    # Or up to twice as many as the search that ended there considered: only 4 labs lie within
+    # the radius, so all of it is covered.
+    wide = next(geo.nearest(redis, *BREST, key=geo_key, batch=4, start=(90.0, 3)))
+    assert len(wide.hits) == 4 and wide.covered_km == wide.radius_km == pytest.approx(117.1)
 
 
 def test_search_near_a_pole_is_clamped_not_refused(redis, geo_key, french_labs):
@@ -216,3 +285,14 @@ def test_brute_force_batches_match_a_full_sort(french_labs):
     pulled = [h for b in geo.nearest_brute_force(ids, lats, lons, *BREST, batch=5) for h in b.hits]
     distances = geo.haversine_km(*BREST, lats, lons)
     assert [fablab_id for fablab_id, _ in pulled] == [ids[i] for i in np.argsort(distances)]
+
+
+@pytest.mark.parametrize("key", ["dgml:fablabs:geo", "clé:géo", b"raw:bytes"])
+def test_a_search_command_is_packed_as_redis_py_packs_it(redis, key):
+    args = ("EVALSHA", "0" * 40, 1, key, 2.35, -48.5, "16 32", 0.0, "1.15 2.3", 0)
+    conn = redis.connection_pool.get_connection()
+    try:
+        expected = b"".join(conn.pack_command(*args))
+    finally:
+        redis.connection_pool.release(conn)
+    assert geo._pack(args, "utf-8") == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import replace
 
@@ -12,18 +13,20 @@ from scipy.spatial.transform import Rotation
 
 from dgml.errors import Invalid
 from router import geo
+from router.decision import passing, refused
 from router.geo import InvalidCoordinates
 from router.placement import (
     Candidate,
     Decision,
     Policy,
+    RadiusHints,
     Weights,
     decide,
     place,
     place_from,
     split_quantity,
 )
-from router.records import Fablab, Machine, OrderRequest, fablabs_by_id
+from router.records import Fablab, Machine, OrderRequest, fablabs_by_id, offer_key
 
 BREST = (48.3904, -4.4861)
 DISTANCE_ONLY = Policy(weights=Weights(wait_per_hour=0.0, price_per_eur=0.0))
@@ -145,7 +148,9 @@ def test_early_stopping_never_changes_the_winner(indexed, french_labs):
         )
         ours = indexed(request)
         full = decide(request, french_labs)
-        assert ours.winner == full.winner == brute_force(french_labs, request).winner
+        brute = brute_force(french_labs, request)
+        assert ours.winner == full.winner == brute.winner
+        assert ours.lines == full.lines == brute.lines
         assert ours.winner is not None
         assert len(ours.candidates) <= len(full.candidates)
 
@@ -164,8 +169,6 @@ def test_the_search_stops_early_and_says_how_far_it_looked(indexed):
 
 
 def test_hints_change_the_path_not_the_decision(indexed):
-    from router.geo import RadiusHints
-
     hints = RadiusHints()
     first = indexed(order(), hints=hints)
     assert hints.start(*first.location, "fdm")[0] == first.candidates[-1].distance_km
@@ -463,3 +466,126 @@ def test_a_lab_without_prices_is_scored_at_the_assumed_price():
     shown = {c.fablab_id: c for c in decision.candidates}
     assert shown["unpriced"].price_eur is None
     assert shown["unpriced"].score == pytest.approx(shown["unpriced"].distance_km + 0.5 * 6.0)
+
+
+# --- how the work is done ---------------------------------------------------------------------
+
+
+def test_radius_hints_remember_each_place_and_guess_from_the_cells_around():
+    hints = RadiusHints(size=2)
+    assert hints.start(*BREST, "fdm") is None
+    hints.learn(*BREST, "fdm", 90.0, 12)
+    assert hints.start(*BREST, "fdm") == (90.0, 12)
+    # Another kind of order here, or any order a cell away, starts at half the shortest radius
+    # a search of any kind needed around, asking for no particular number of labs.
+    assert hints.start(*BREST, "laser") == (45.0, 0)
+    assert hints.start(BREST[0] + 1, BREST[1] - 1, "fdm") == (45.0, 0)
+    assert hints.start(BREST[0] + 2, BREST[1], "fdm") is None  # two cells away: no guess
+    hints.learn(BREST[0] - 1, BREST[1], "cnc", 30.0, 4)
+    assert hints.start(*BREST, "laser") == (15.0, 0)
+    hints.learn(0, 0, "fdm", 1.0, 1)  # the oldest is forgotten, in both tables
+    assert hints.start(*BREST, "fdm") == (15.0, 0)
+    hints.learn(1, 1, "fdm", 1.0, 1)
+    assert hints.start(*BREST, "fdm") is None
+
+
+def test_every_candidate_is_at_the_scalar_great_circle_distance(french_labs):
+    """The policy's loop computes geo.distance_km inline: to the last bit the same."""
+    where = {lab.id: lab for lab in french_labs}
+    rng = np.random.default_rng(11)
+    for lat, lon in zip(rng.uniform(42, 51, 10), rng.uniform(-5, 8, 10), strict=True):
+        decision = decide(order(lat=float(lat), lon=float(lon)), french_labs)
+        for c in decision.candidates:
+            lab = where[c.fablab_id]
+            assert c.distance_km == geo.distance_km(*decision.location, lab.lat, lab.lon)
+
+
+def test_candidates_made_without_init_equal_the_dataclass_s():
+    fast = passing("a", "A", 1.5, 9.25, 2.0, None, 3)
+    slow = Candidate(
+        fablab_id="a", name="A", distance_km=1.5, ok=True, detail="can make it", score=9.25,
+        expected_wait_h=2.0, price_eur=None, machines=3,
+    )  # fmt: skip
+    assert fast == slow and dataclasses.asdict(fast) == dataclasses.asdict(slow)
+    fast = refused("b", None, 2.0, "offline", "offline: no agent connected")
+    slow = Candidate(
+        fablab_id="b", name=None, distance_km=2.0, ok=False, reason="offline",
+        detail="offline: no agent connected",
+    )  # fmt: skip
+    assert fast == slow and dataclasses.asdict(fast) == dataclasses.asdict(slow)
+    assert [f.name for f in dataclasses.fields(Candidate)] == list(dataclasses.asdict(fast))
+
+
+def test_the_offers_table_holds_every_machine_and_shares_equal_volumes(french_labs):
+    volumes = {}
+    for lab in french_labs:
+        expected = {}
+        for m in lab.machines:
+            for material in m.materials:
+                entry = (m.build_volume_mm, m.count, m.queue, m.job_hours * m.count)
+                expected.setdefault(offer_key(m.process, material), []).append(entry)
+            # Machines of the same size share one volume tuple.
+            assert volumes.setdefault(m.build_volume_mm, m.build_volume_mm) is m.build_volume_mm
+        assert lab.able == {k: tuple(v) for k, v in expected.items()}
+    assert len(volumes) < sum(len(lab.machines) for lab in french_labs)
+
+
+def test_a_lab_missing_from_the_directory_is_reported_at_its_index_distance(redis, geo_key):
+    labs = [lab("near", 48.40, -4.48, printer()), lab("far", 48.45, -4.30, printer())]
+    geo.rebuild(redis, labs, key=geo_key)
+    geo.add(redis, "ghost", 48.392, -4.487, key=geo_key)  # indexed, not in the directory
+    records = fablabs_by_id(labs)
+    decision = place(redis, order(), lambda ids: {i: records[i] for i in ids if i in records},
+                     key=geo_key)  # fmt: skip
+    ghost = decision.candidates[0]
+    assert (ghost.fablab_id, ghost.reason, ghost.name) == ("ghost", "unknown", None)
+    assert ghost.distance_km == pytest.approx(
+        geo.distance_km(*decision.location, 48.392, -4.487), abs=1e-3
+    )
+
+
+def test_records_are_loaded_for_the_first_candidates_and_the_rest_only_if_needed(redis, geo_key):
+    """A batch of 40 labs in a town: the 5 nearest settle the order, so only the first 32
+    records are loaded; an order only the farthest can make loads the rest too."""
+    town = [lab(f"t{i:02d}", 48.0 + 0.001 * i, 2.0, printer()) for i in range(39)]
+    town.append(lab("t39-big", 48.039, 2.0, printer((500, 500, 500))))
+    geo.rebuild(redis, town, key=geo_key)
+    records = fablabs_by_id(town)
+    asked: list[list[str]] = []
+
+    def load(ids):
+        asked.append(list(ids))
+        return {i: records[i] for i in ids}
+
+    start = (10.0, 40)  # a search here considered 40 labs within 10 km before
+    place(redis, order(lat=48.0, lon=2.0), load, DISTANCE_ONLY, key=geo_key, hints=_hinted(start))
+    assert [len(ids) for ids in asked] == [32]
+    asked.clear()
+    big = order(lat=48.0, lon=2.0, extents_mm=(400.0, 400.0, 400.0))
+    decision = place(redis, big, load, DISTANCE_ONLY, key=geo_key, hints=_hinted(start))
+    assert [len(ids) for ids in asked] == [32, 8]
+    assert decision.winner.fablab_id == "t39-big"
+
+
+def _hinted(start: tuple[float, int]) -> RadiusHints:
+    hints = RadiusHints()
+    hints.learn(48.0, 2.0, "fdm", *start)
+    return hints
+
+
+def test_a_lab_moved_since_it_was_indexed_does_not_end_the_search_early(redis, geo_key):
+    """The index is behind: it still has "moved" 2 km away, its record says 300 km. How far the
+    search has looked never goes past what the batch covered, so the idle lab just beyond is
+    still considered, and wins as an exhaustive look at the records says."""
+    busy = [lab(f"busy{i}", 48.0 + 0.002 * i, 2.0137, printer(queue=8)) for i in range(5)]
+    moved = lab("moved", 48.0, 6.0, printer())  # about 300 km east of the order
+    idle = lab("idle", 48.0, 2.04, printer())
+    geo.rebuild(redis, [*busy, idle], key=geo_key)
+    geo.add(redis, "moved", 48.0, 2.027, key=geo_key)
+    records = fablabs_by_id([*busy, moved, idle])
+    request = order(lat=48.0, lon=2.0)
+    decision = place(
+        redis, request, lambda ids: {i: records[i] for i in ids}, key=geo_key, hints=None
+    )
+    assert [c.fablab_id for c in decision.candidates][-2:] == ["moved", "idle"]
+    assert decision.winner.fablab_id == "idle" == decide(request, records.values()).winner.fablab_id
