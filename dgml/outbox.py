@@ -63,11 +63,23 @@ def queue(redis: Redis, name: str) -> Queue:
     return Queue(name, connection=redis, serializer=JSONSerializer)
 
 
-def post(session: Session, topic: str, key: str, payload: dict[str, Any]) -> None:
+# Where a session keeps the messages posted in it (see :func:`posted`).
+_POSTED = "dgml.outbox.posted"
+
+
+def post(session: Session, topic: str, key: str, payload: dict[str, Any]) -> OutboxMessage:
     """Add a message to the session's transaction; it is sent once that commits."""
     if topic not in TOPICS:
         raise ValueError(f"unknown outbox topic {topic!r}")
-    session.add(OutboxMessage(topic=topic, key=key, payload=payload))
+    message = OutboxMessage(topic=topic, key=key, payload=payload)
+    session.add(message)
+    session.info.setdefault(_POSTED, []).append(message)
+    return message
+
+
+def posted(session: Session) -> list[OutboxMessage]:
+    """The messages posted in this session so far: what its request hands over after commit."""
+    return list(session.info.get(_POSTED, ()))
 
 
 def _enqueue(redis: Redis, message: OutboxMessage) -> None:
@@ -94,7 +106,7 @@ def dispatch(
     """Hand unsent messages to their queues and mark them sent; the number handed over.
 
     Unsent messages younger than ``older_than`` are left alone, so a sweep does not race the
-    request that wrote them (which dispatches its own right after commit).
+    request that wrote them (which sends its own right after commit, :func:`send`).
     """
     cutoff = now() - older_than
     with sessions() as session:
@@ -104,9 +116,23 @@ def dispatch(
             .order_by(OutboxMessage.id)
             .limit(limit)
         ).all()
+    return send(sessions, redis, pending, now=now)
+
+
+def send(
+    sessions: sessionmaker[Session],
+    redis: Redis,
+    messages: list[OutboxMessage],
+    *,
+    now: Callable[[], datetime] = utcnow,
+) -> int:
+    """Hand these committed messages to their queues and mark them sent; how many went.
+
+    A request sends just the messages it posted (:func:`posted`), so that concurrent requests
+    do not each hand over everyone's; what Redis refuses stays for the next sweep."""
     sent: list[int] = []
     try:
-        for message in pending:
+        for message in messages:
             if message.topic not in TOPICS:
                 log.error("outbox message %s has unknown topic %r", message.id, message.topic)
                 continue

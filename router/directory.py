@@ -16,7 +16,19 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from redis import Redis
 from redis.exceptions import WatchError
-from sqlalchemy import ColumnElement, func, null, or_, select, update
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    String,
+    any_,
+    bindparam,
+    func,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from dgml.db import WRITE, utcnow
@@ -81,23 +93,33 @@ def agent_caller(request: Request, services: ServicesDep) -> Agent:
 AgentCaller = Annotated[Agent, Depends(agent_caller)]
 
 
+def one_of(session: Session, column: Any, ids: list[str]) -> ColumnElement[bool]:
+    """``column IN ids``; on PostgreSQL as ``= ANY(array)``, one parameter whatever the
+    number of ids, so the statement is prepared once instead of once per list length."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam("ids", ids, type_=ARRAY(String)))
+    return column.in_(ids)
+
+
 def open_work(session: Session, fablab_ids: Iterable[str]) -> dict[tuple[str, str], int]:
     """Jobs running and offers open per (fablab, process): the queue placement scores."""
     ids = list(fablab_ids)
     if not ids:
         return {}
-    counts: dict[tuple[str, str], int] = {}
-    for model, state in ((Job, JobState.IN_PROGRESS), (Offer, OfferState.OPEN)):
-        rows = session.execute(
-            select(model.fablab_id, Order.process, func.count())
-            .join(OrderLine, OrderLine.id == model.line_id)
-            .join(Order, Order.id == OrderLine.order_id)
-            .where(model.fablab_id.in_(ids), model.state == state)
-            .group_by(model.fablab_id, Order.process)
-        ).all()
-        for fablab_id, process, count in rows:
-            counts[fablab_id, process] = counts.get((fablab_id, process), 0) + count
-    return counts
+    parts = [
+        select(model.fablab_id.label("fablab_id"), Order.process.label("process"))
+        .join(OrderLine, OrderLine.id == model.line_id)
+        .join(Order, Order.id == OrderLine.order_id)
+        .where(one_of(session, model.fablab_id, ids), model.state == state)
+        for model, state in ((Job, JobState.IN_PROGRESS), (Offer, OfferState.OPEN))
+    ]
+    work = union_all(*parts).subquery()
+    rows = session.execute(
+        select(work.c.fablab_id, work.c.process, func.count()).group_by(
+            work.c.fablab_id, work.c.process
+        )
+    ).all()
+    return {(fablab_id, process): count for fablab_id, process, count in rows}
 
 
 def as_record(
@@ -135,7 +157,7 @@ def load_records(
     if not ids:
         return {}
     now = now or utcnow()
-    rows = session.scalars(select(Fablab).where(Fablab.id.in_(ids))).all()
+    rows = session.scalars(select(Fablab).where(one_of(session, Fablab.id, ids))).all()
     queues = open_work(session, [row.id for row in rows])
     return {
         row.id: as_record(row, online=is_online(row.last_seen_at, online_s, now), queues=queues)

@@ -21,23 +21,28 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 from sqlalchemy import Text, cast, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from dgml import outbox
 from dgml.db import utcnow, write_session
 from dgml.errors import Conflict, Invalid, NotFound
 from dgml.settings import Settings
-from registry import builds, service, validation
+from registry import builds, validation
 from registry.blobs import BlobStore
-from registry.models import Build, Design, Version
-from router import geo
+from registry.models import Build, Design, User, Version
+from registry.service import MAX_INT32
+from router import facts, geo
 from router.lifecycle import add_event, request_placement
 from router.models import Fablab, Offer, OfferState, Order, OrderLine, OrderState
+
+V = TypeVar("V")
 
 # Processes and the materials every fablab of the kind knows by these names. A material not
 # listed is still taken when a machine of the directory declares it for the process.
@@ -188,47 +193,78 @@ def directory_declares(session: Session, process: str, material: str) -> bool:
 class Target:
     """What an order makes: the version, its files, and the build when it is parametric."""
 
-    design: Design
-    version: Version
+    version: facts.VersionFacts
     files: list[str] | None
     params: dict[str, Any] | None
     build: Build | None = None
     build_params: list | None = None
 
 
+# (owner, name, number) case-folded -> version id: numbered versions never change.
+_numbered: facts.Lru[tuple[str, str, int], int] = facts.Lru(4096)
+
+
+def find_version(session: Session, design: str, ref: int | str) -> facts.VersionFacts:
+    """The version ``owner/name`` and ``ref`` (a number, a tag or ``latest``) name, or a 404
+    naming the field."""
+    owner, name = design.split("/", 1)
+    text = str(ref)
+    key = (owner.casefold(), name.casefold(), int(text)) if text.isdigit() else None
+    if key is not None and key[2] > MAX_INT32:
+        key = None
+    version_id = _numbered.get(key) if key is not None else None
+    if version_id is None:
+        found = session.execute(
+            select(Design.id, Design.version_count, User.name, Design.name)
+            .join(User, User.id == Design.owner_id)
+            .where(User.name_folded == owner.casefold(), Design.name_folded == name.casefold())
+        ).first()
+        if found is None:
+            raise NotFound(f"no design {owner}/{name}", field="design")
+        design_id, count, owner_name, design_name = found
+        query = select(Version.id).where(Version.design_id == design_id)
+        if text == "latest":
+            query = query.where(Version.number == count)
+        elif text.isdigit():
+            query = query.where(Version.number == min(int(text), MAX_INT32 + 1))
+        else:
+            query = query.where(Version.tag == text)
+        version_id = session.scalar(query)
+        if version_id is None:
+            raise NotFound(f"no version {text} of {owner_name}/{design_name}", field="version")
+        if key is not None:
+            _numbered.put(key, version_id)
+    version = facts.version(session, version_id)
+    if version is None:  # versions are never deleted
+        raise NotFound(f"no version {text} of {design}", field="version")
+    return version
+
+
 def resolve_target(session: Session, blobs: BlobStore, data: OrderIn) -> Target:
-    """The design, version and build an order names, or a 404/422 naming the field."""
-    owner, name = data.design.split("/", 1)
-    try:
-        design = service.get_design(session, owner, name)
-    except NotFound as exc:
-        raise NotFound(exc.detail, field="design") from None
-    try:
-        version = service.get_version(session, design, data.version)
-    except NotFound as exc:
-        raise NotFound(exc.detail, field="version") from None
-    target = Target(design, version, data.files, data.params)
+    """The version and build an order names, or a 404/422 naming the field."""
+    version = find_version(session, data.design, data.version)
+    target = Target(version, data.files, data.params)
     models = [f for f in version.files if validation.reader_for(f.path)]
-    source = builds.version_source(session, blobs, version)
-    if data.params is not None or not models:
-        if source is None:
-            detail = (
-                "has no parametric source: it takes no params"
-                if data.params is not None
-                else "has no model file to make"
-            )
-            raise Invalid(
-                f"version {version.number} of {data.design} {detail}",
-                field="params" if data.params is not None else "version",
-            )
-        target.build_params = source.parameters
-        _, digest = builds.resolve_values(source.parameters, data.params or {})
-        target.build = session.scalar(
-            select(Build).where(Build.version_id == version.id, Build.parameter_hash == digest)
-        )
-        _check_build(session, target)
+    if data.params is None and models:
+        _check_files(session, target, models)
         return target
-    _check_files(session, target, models)
+    source = builds.version_source(session, blobs, version)
+    if source is None:
+        detail = (
+            "has no parametric source: it takes no params"
+            if data.params is not None
+            else "has no model file to make"
+        )
+        raise Invalid(
+            f"version {version.number} of {data.design} {detail}",
+            field="params" if data.params is not None else "version",
+        )
+    target.build_params = source.parameters
+    _, digest = builds.resolve_values(source.parameters, data.params or {})
+    target.build = session.scalar(
+        select(Build).where(Build.version_id == version.id, Build.parameter_hash == digest)
+    )
+    _check_build(session, target)
     return target
 
 
@@ -240,9 +276,7 @@ def _check_files(session: Session, target: Target, models: list) -> None:
                 f"version {target.version.number} has no model file {path!r}", field=f"files[{i}]"
             )
     chosen = [f for f in models if target.files is None or f.path in target.files]
-    reports = validation.reports_for(
-        session, {(f.sha256, validation.reader_for(f.path)) for f in chosen}
-    )
+    reports = facts.reports(session, {(f.sha256, validation.reader_for(f.path)) for f in chosen})
     verdict = validation.verdict_of(chosen, reports)
     if verdict in ("fail", "unreadable"):
         bad = [
@@ -317,15 +351,16 @@ def _store(
 ) -> Order:
     lat, lon = data.location.lat, data.location.lon
     if target.build is None and target.build_params is not None:
+        version = session.get(Version, target.version.id)
         target.build, _ = builds.request_build(
-            session, target.version, target.build_params, data.params or {}, None
+            session, version, target.build_params, data.params or {}, None
         )
     now = utcnow()
     order = Order(
         owner_id=user_id,
         idempotency_key=key,
         request_hash=digest,
-        design_id=target.design.id,
+        design_id=target.version.design_id,
         version_id=target.version.id,
         files=data.files,
         params=data.params,
@@ -369,6 +404,17 @@ def _store(
     return order
 
 
+@dataclass
+class Created(Generic[V]):
+    """What :func:`create_order` did: the order, whether it is new, its view, and the outbox
+    messages to send once committed (none for a replay)."""
+
+    order_id: int
+    new: bool
+    view: V
+    outbox: list[outbox.OutboxMessage]
+
+
 def create_order(
     sessions: sessionmaker[Session],
     settings: Settings,
@@ -376,26 +422,30 @@ def create_order(
     user_id: int,
     key: str,
     data: OrderIn,
-) -> tuple[int, bool]:
-    """Store the order (or find the one this key made): its id and whether it is new."""
+    view: Callable[[Session, Order], V],
+) -> Created[V]:
+    """Store the order (or find the one this key made), and ``view`` it in the same
+    transaction."""
     digest = request_hash(data)
     try:
         with write_session(sessions) as session:
             existing = find_by_key(session, user_id, key)
             if existing is not None:
-                return replay(existing, digest).id, False
+                order = replay(existing, digest)
+                return Created(order.id, False, view(session, order), [])
             target, (lat, lon) = check_request(session, settings, blobs, data)
             rounded = data.model_copy(update={"location": Location(lat=lat, lon=lon)})
             order = _store(session, user_id, key, digest, rounded, target)
-            order_id = order.id
+            created = Created(order.id, True, view(session, order), outbox.posted(session))
     except IntegrityError:
         # The same key raced in from another request and won: answer its order.
         with sessions() as session:
             existing = find_by_key(session, user_id, key)
             if existing is None:
                 raise
-            return replay(existing, digest).id, False
-    return order_id, True
+            order = replay(existing, digest)
+            return Created(order.id, False, view(session, order), [])
+    return created
 
 
 # --- reading -------------------------------------------------------------------------------

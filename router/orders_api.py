@@ -19,13 +19,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from dgml import outbox
 from dgml.db import utcnow, write_session
 from dgml.deps import Caller, Principal, ServicesDep, SessionDep, authenticated, bearer_token
-from dgml.errors import Conflict, Forbidden, NotFound
+from dgml.errors import Conflict, Forbidden, Invalid, NotFound
 from registry.models import Design, User, Version
 from registry.pagination import keyset_page
-from registry.web import Cursor, RequestId, page_size, send_outbox
-from router import orders, routing
+from registry.web import Cursor, RequestId, page_size
+from router import facts, orders, routing
 from router.lifecycle import add_event, refresh_order, set_line_state
 from router.models import Fablab, Offer, OfferState, Order, OrderEvent, OrderLine, OrderState
 from router.notify import notify_offer
@@ -154,21 +155,23 @@ def summary(order: Order, label: tuple[str, int]) -> OrderSummary:
 def order_view(session: Session, order: Order, viewer: Principal | None) -> OrderPublic:
     mine = viewer is not None and viewer.id == order.owner_id
     lines = list(order.lines)
-    names = dict(
-        session.execute(
-            select(Fablab.id, Fablab.name).where(
-                Fablab.id.in_({line.fablab_id for line in lines if line.fablab_id})
-            )
-        ).all()
+    at = {line.fablab_id for line in lines if line.fablab_id}
+    names = (
+        dict(session.execute(select(Fablab.id, Fablab.name).where(Fablab.id.in_(at))).all())
+        if at
+        else {}
     )
-    offers = orders.open_offers(session, [line.id for line in lines])
+    offered = [line.id for line in lines if line.state == OrderState.OFFERED]
+    offers = orders.open_offers(session, offered)
     events = session.scalars(
         select(OrderEvent).where(OrderEvent.order_id == order.id).order_by(OrderEvent.id)
     ).all()
     reason = order.reason or next(
         (line.reason for line in lines if line.state == order.state and line.reason), None
     )
-    base = summary(order, _labels(session, [order])[order.id])
+    version = facts.version(session, order.version_id)
+    assert version is not None  # versions are never deleted
+    base = summary(order, (version.label, version.number))
     return OrderPublic(
         **base.model_dump(),
         reason=reason,
@@ -334,14 +337,20 @@ async def post_order(
     key = orders.check_key(idempotency_key)
 
     def create() -> OrderPublic:
-        order_id, created = orders.create_order(
-            services.sessions, services.settings, services.blobs, caller.id, key, data
+        created = orders.create_order(
+            services.sessions,
+            services.settings,
+            services.blobs,
+            caller.id,
+            key,
+            data,
+            view=lambda session, order: order_view(session, order, caller),
         )
-        if created:
-            background.add_task(send_outbox, services)
-        else:
+        if created.outbox and services.redis is not None:
+            background.add_task(outbox.send, services.sessions, services.redis, created.outbox)
+        if not created.new:
             response.status_code = 200
-        return _view(services, order_id, caller)
+        return created.view
 
     return await run_in_threadpool(create)
 
@@ -353,9 +362,16 @@ def list_orders(
     session: SessionDep,
     cursor: Cursor = None,
     limit: int | None = None,
+    state: Annotated[str | None, Query(description="only the orders in this state")] = None,
 ) -> OrderPage:
     """Your own orders, newest first."""
     query = select(Order).where(Order.owner_id == caller.id)
+    if state:
+        try:
+            query = query.where(Order.state == OrderState(state.strip().casefold()))
+        except ValueError:
+            known = ", ".join(s.value for s in OrderState)
+            raise Invalid(f"unknown state {state!r}: use one of {known}", field="state") from None
     rows, next_cursor = keyset_page(session, query, Order.id, cursor, page_size(services, limit))
     labels = _labels(session, list(rows)) if rows else {}
     return OrderPage(items=[summary(o, labels[o.id]) for o in rows], next_cursor=next_cursor)

@@ -31,7 +31,8 @@ from typing import Any
 from redis import Redis
 from rq.exceptions import DuplicateJobError
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from dgml import outbox
 from dgml.db import utcnow, write_session
@@ -39,10 +40,10 @@ from dgml.errors import Invalid
 from dgml.metrics import PLACEMENT_SECONDS
 from dgml.settings import Settings
 from registry import validation
-from registry.models import Build, GeometryReportRow, Version
-from router import directory, geo, placement
+from registry.models import Build
+from router import directory, facts, geo, placement
 from router.decision import Decision
-from router.lifecycle import add_event, refresh_order, set_line_state
+from router.lifecycle import add_event, set_line_state
 from router.models import Fablab, Offer, Order, OrderLine, OrderState
 from router.notify import notify_offer
 from router.records import OrderRequest
@@ -84,7 +85,10 @@ Part = Ready | Waiting | Broken
 
 
 def part_of(
-    session: Session, version: Version, build: Build | None, selected: list[str] | None
+    session: Session,
+    version: facts.VersionFacts,
+    build: Build | None,
+    selected: list[str] | None,
 ) -> Part:
     """What the reports say of the files an order makes: ready, still coming, or broken."""
     if build is not None:
@@ -104,7 +108,7 @@ def part_of(
     if not files:
         return Broken("there is no model file to make")
     keys = {(s, validation.reader_for(p)) for p, s in files}
-    reports = validation.reports_for(session, keys)  # type: ignore[arg-type]
+    reports = facts.reports(session, keys)  # type: ignore[arg-type]
     rows = [(p, reports.get((s, validation.reader_for(p)))) for p, s in files]  # type: ignore[call-overload]
     waiting = [(p, s) for (p, s), (_, row) in zip(files, rows, strict=True) if row is None]
     if waiting:
@@ -113,7 +117,7 @@ def part_of(
     return size_of([(p, row) for p, row in rows if row is not None])
 
 
-def size_of(rows: list[tuple[str, GeometryReportRow]]) -> Part:
+def size_of(rows: list[tuple[str, facts.ReportFacts]]) -> Part:
     """The box that holds each file's part in some orientation, or why it cannot be made."""
     extents = [0.0, 0.0, 0.0]
     volume: float | None = 0.0
@@ -131,7 +135,7 @@ def size_of(rows: list[tuple[str, GeometryReportRow]]) -> Part:
     return Ready((extents[0], extents[1], extents[2]), volume or None)
 
 
-def failure_reason(path: str, row: GeometryReportRow) -> str:
+def failure_reason(path: str, row: facts.ReportFacts) -> str:
     issues = [
         f"{i.get('code')}: {i.get('message')}"
         for i in row.report.get("issues", ())
@@ -154,7 +158,11 @@ def policy(settings: Settings) -> placement.Policy:
 
 
 def order_request(
-    order: Order, version: Version, part: Ready, quantity: int, excluded: Iterable[str] = ()
+    order: Order,
+    version: facts.VersionFacts,
+    part: Ready,
+    quantity: int,
+    excluded: Iterable[str] = (),
 ) -> OrderRequest:
     return OrderRequest(
         process=order.process,
@@ -251,13 +259,28 @@ def _current(line: OrderLine | None, attempt: int) -> bool:
 
 
 def locked_line(session: Session, line_id: int) -> OrderLine | None:
-    """The line, its order locked first (every writer locks an order before its lines, so
-    that a placement and a cancellation never wait for each other in a circle)."""
-    order_id = session.scalar(select(OrderLine.order_id).where(OrderLine.id == line_id))
-    if order_id is None:
+    """The line, its order and the order's other lines locked, the order first (every writer
+    locks an order before its lines, so that a placement and a cancellation never wait for
+    each other in a circle)."""
+    order = session.scalar(
+        select(Order)
+        .join(OrderLine, OrderLine.order_id == Order.id)
+        .where(OrderLine.id == line_id)
+        .with_for_update(of=Order)
+        .options(lazyload(Order.lines))
+        .execution_options(populate_existing=True)
+    )
+    if order is None:
         return None
-    session.get(Order, order_id, with_for_update=True, populate_existing=True)
-    return session.get(OrderLine, line_id, with_for_update=True, populate_existing=True)
+    lines = session.scalars(
+        select(OrderLine)
+        .where(OrderLine.order_id == order.id)
+        .order_by(OrderLine.number)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
+    set_committed_value(order, "lines", list(lines))
+    return next((line for line in lines if line.id == line_id), None)
 
 
 def place_line(line_id: int, attempt: int, wait: int = 0) -> str:
@@ -265,18 +288,25 @@ def place_line(line_id: int, attempt: int, wait: int = 0) -> str:
     ctx = _context()
     redis = _redis(ctx.settings)
     with ctx.sessions() as session:
-        line = session.get(OrderLine, line_id)
-        if line is None or not _current(line, attempt):
+        found = session.execute(
+            select(OrderLine, Order)
+            .join(Order, Order.id == OrderLine.order_id)
+            .where(OrderLine.id == line_id)
+            .options(lazyload(Order.lines))
+        ).first()
+        if found is None or not _current(found[0], attempt):
             return "stale"
-        order = line.order
-        version = session.get(Version, order.version_id)
+        line, order = found
+        version = facts.version(session, order.version_id)
+        if version is None:  # versions are never deleted
+            return fail_line(ctx.sessions, line_id, attempt, "the order's version is gone")
         build = session.get(Build, order.build_id) if order.build_id else None
-        part = part_of(session, version, build, order.files)  # type: ignore[arg-type]
+        part = part_of(session, version, build, order.files)
         since = line.updated_at
         decision = None
         if isinstance(part, Ready):
             try:
-                request = order_request(order, version, part, line.quantity, line.excluded)  # type: ignore[arg-type]
+                request = order_request(order, version, part, line.quantity, line.excluded)
             except Invalid as exc:  # a report whose sizes no placement can use
                 part = Broken(f"the part cannot be placed: {exc.detail}")
             else:
@@ -361,7 +391,6 @@ def apply_decision(
             )
             return "unplaceable", []
         offered = offer_lines(session, settings, order, line, decision)
-        refresh_order(session, order)
     return "offered", offered
 
 
@@ -375,10 +404,12 @@ def offer_lines(
     central_km = decision.km_avoided + winner.distance_km
     waits = {c.fablab_id: c.expected_wait_h for c in decision.candidates if c.ok}
     expires = utcnow() + timedelta(seconds=settings.offer_ttl_s)
-    number = session.scalar(
-        select(func.max(OrderLine.number)).where(OrderLine.order_id == order.id)
-    )
-    number = int(number or line.number)
+    number = line.number
+    if len(decision.lines) > 1 or decision.unassigned:  # new lines follow the last one
+        last = session.scalar(
+            select(func.max(OrderLine.number)).where(OrderLine.order_id == order.id)
+        )
+        number = int(last or line.number)
     targets: list[OrderLine] = []
     for i, split in enumerate(decision.lines):
         if i == 0:
