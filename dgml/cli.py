@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from dgml.commands import account, designs, diff_cmd, workcopy_cmds
+from dgml.commands import account, designs, diff_cmd, orders, workcopy_cmds
 from dgml.commands import agent as agent_commands
 from dgml.commands.build import build as build_command
 from dgml.commands.demo import demo as demo_command
@@ -53,6 +53,10 @@ for _verb, _function in (
     ("log", designs.log),
     ("diff", diff_cmd.diff),
     ("propose", workcopy_cmds.propose),
+    ("order", orders.order),
+    ("orders", orders.orders),
+    ("order-status", orders.order_status),
+    ("order-cancel", orders.order_cancel),
 ):
     app.command(_verb)(_function)
 
@@ -169,6 +173,30 @@ def worker(
     if unknown:
         raise typer.BadParameter(f"unknown queue {unknown[0]!r} (queues: {', '.join(QUEUES)})")
     run_worker(settings, tuple(queue or QUEUES), burst=burst)
+
+
+@app.command("scheduler")
+def scheduler() -> None:
+    """Run the hub's housekeeping alone: hand over the outbox, move due scheduled jobs, enqueue
+    the periodic sweeps and reconciler once per time slot (workers do it too; compose runs this
+    so that it happens on time however busy they are). Needs DGML_REDIS_URL."""
+    from dgml.worker import run_scheduler
+
+    run_scheduler(_settings())
+
+
+@app.command("reconciler")
+def reconciler(
+    every: Annotated[
+        float | None,
+        typer.Option(min=0.1, help="Seconds between rounds (default DGML_RECONCILE_EVERY_S)."),
+    ] = None,
+) -> None:
+    """Post again the placements a fault lost (Redis wiped, a worker killed), every few
+    seconds, until stopped. Needs DGML_REDIS_URL."""
+    from dgml.worker import run_reconciler
+
+    run_reconciler(_settings(), every)
 
 
 @app.command("migrate")

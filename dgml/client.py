@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -168,6 +169,10 @@ class Hub:
     def whoami(self) -> dict[str, Any]:
         return self.call("GET", "/user")
 
+    def revoke_token(self) -> dict[str, Any]:
+        """Revoke the token this client sends: the hub stops taking it at once."""
+        return self.call("DELETE", "/user/tokens/current")
+
     # --- designs ----------------------------------------------------------------------------
 
     def search(self, **filters: str | int | None) -> dict[str, Any]:
@@ -202,6 +207,38 @@ class Hub:
     ) -> dict[str, Any]:
         body = {"from": source, "title": title, "message": message}
         return self.call("POST", f"{_design(owner, name)}/change-requests", json=body)
+
+    # --- orders -----------------------------------------------------------------------------
+
+    def place_order(
+        self, body: dict[str, Any], key: str, *, attempts: int = 3, pause_s: float = 0.5
+    ) -> dict[str, Any]:
+        """Post an order under the idempotency ``key``. A request whose answer was lost (no
+        answer, a dropped connection, a server error) is sent again with the same key, up to
+        ``attempts`` times: the hub answers the order the first one made, never a second."""
+        attempt = 1
+        while True:
+            try:
+                return self.call("POST", "/orders", json=body, headers={"idempotency-key": key})
+            except (HubUnreachable, HubFailure):
+                if attempt >= attempts:
+                    raise
+            time.sleep(pause_s * 2 ** (attempt - 1))
+            attempt += 1
+
+    def orders(
+        self, *, state: str | None = None, cursor: str | None = None, limit: int | None = None
+    ) -> dict[str, Any]:
+        params = {"state": state, "cursor": cursor, "limit": limit}
+        return self.call(
+            "GET", "/orders", params={k: v for k, v in params.items() if v not in (None, "")}
+        )
+
+    def order(self, order_id: int) -> dict[str, Any]:
+        return self.call("GET", f"/orders/{int(order_id)}")
+
+    def cancel_order(self, order_id: int) -> dict[str, Any]:
+        return self.call("POST", f"/orders/{int(order_id)}/cancel")
 
     # --- files ------------------------------------------------------------------------------
 

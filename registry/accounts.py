@@ -2,7 +2,8 @@
 
 A token is 32 random bytes, shown once when it is made and stored only as its sha256: the
 token's own entropy makes a slow hash unnecessary, and the digest lets a request's token be
-found with one indexed lookup. Clients send it as ``Authorization: Bearer <token>``.
+found with one indexed lookup. Clients send it as ``Authorization: Bearer <token>``. A token
+is revoked, never deleted (``revoked_at``): the row keeps saying when it was made and ended.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import hashlib
 import re
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from dgml.db import utcnow
 from dgml.errors import Conflict, Invalid, NotFound, Unauthorized
 from registry.models import ApiToken, User
 
@@ -68,6 +70,22 @@ def authenticate(session: Session, token: str) -> User:
     if row is None:
         raise Unauthorized("the token is not valid (unknown or revoked)")
     return row.user
+
+
+def revoke_token(session: Session, token: str) -> ApiToken:
+    """Revoke ``token`` now; the caller commits. From then on it opens nothing (401).
+
+    One conditional update does it, so of two revocations of one token only one succeeds: the
+    other finds it revoked and answers 401, as any request with it would."""
+    row_id = session.scalar(
+        update(ApiToken)
+        .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .returning(ApiToken.id)
+    )
+    if row_id is None:
+        raise Unauthorized("the token is not valid (unknown or revoked)")
+    return session.get_one(ApiToken, row_id, populate_existing=True)
 
 
 def user_by_name(session: Session, name: str) -> User:

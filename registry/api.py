@@ -13,9 +13,17 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from dgml.db import write_session
-from dgml.deps import Caller, Principal, Services, ServicesDep, SessionDep, WriteSessionDep
+from dgml.deps import (
+    Caller,
+    Principal,
+    Services,
+    ServicesDep,
+    SessionDep,
+    WriteSessionDep,
+    bearer_token,
+)
 from dgml.errors import Forbidden, Invalid, NotFound, PayloadTooLarge
-from registry import accounts, activity, builds, forks, service
+from registry import accounts, activity, builds, forks, listing, service
 from registry.blobs import BlobStore
 from registry.cache import CachedVersion, cache_entry
 from registry.licences import LICENCES
@@ -24,12 +32,14 @@ from registry.models import Version
 from registry.schemas import (
     Attribution,
     DesignCreate,
+    DesignListed,
     DesignPublic,
     DesignUpdate,
     EventPublic,
     ForkCreate,
     Lineage,
     Page,
+    TokenRevoked,
     UserCreate,
     UserCreated,
     UserPublic,
@@ -54,6 +64,16 @@ WHOLE_READ_BYTES = 4 * 1024 * 1024
 def whoami(caller: Caller, session: SessionDep) -> UserPublic:
     user = caller.load(session)
     return UserPublic(name=user.name, is_admin=user.is_admin, created_at=user.created_at)
+
+
+@router.delete("/user/tokens/current", response_model=TokenRevoked, tags=["accounts"])
+def revoke_token(request: Request, caller: Caller, session: WriteSessionDep) -> TokenRevoked:
+    """Revoke the token this request carries (``dgml logout`` calls this): from now on it
+    opens nothing. The account's other tokens are not touched."""
+    row = accounts.revoke_token(session, bearer_token(request) or "")
+    revoked = TokenRevoked.model_validate(row, from_attributes=True)
+    session.commit()
+    return revoked
 
 
 @router.post("/users", response_model=UserCreated, status_code=201, tags=["accounts"])
@@ -96,7 +116,7 @@ def create_design(data: DesignCreate, caller: Caller, session: WriteSessionDep) 
     return service.design_public(design)
 
 
-@router.get("/designs", response_model=Page[DesignPublic], tags=["designs"])
+@router.get("/designs", response_model=Page[DesignListed], tags=["designs"])
 def search_designs(
     services: ServicesDep,
     session: SessionDep,
@@ -104,15 +124,19 @@ def search_designs(
     tag: str | None = None,
     license: str | None = None,
     owner: str | None = None,
+    process: str | None = None,
     cursor: Cursor = None,
     limit: int | None = None,
-) -> Page[DesignPublic]:
-    return service.search_designs(
+) -> Page[DesignListed]:
+    """Designs matching every filter, newest first, each with its latest version's geometry
+    verdict and the processes that make it (``process`` keeps those made by that one)."""
+    return listing.list_designs(
         session,
         q=q,
         tag=tag,
         license=license,
         owner=owner,
+        process=process,
         cursor=cursor,
         limit=page_size(services, limit),
     )

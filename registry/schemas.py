@@ -69,6 +69,15 @@ class UserCreated(BaseModel):
     token: str = Field(description="shown once; only its hash is kept")
 
 
+class TokenRevoked(BaseModel):
+    """A token that no longer opens anything: its first characters, label and dates."""
+
+    prefix: str
+    label: str
+    created_at: datetime
+    revoked_at: datetime
+
+
 class DesignCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -111,6 +120,17 @@ class DesignPublic(BaseModel):
     forked_from: DesignRef | None
     created_at: datetime
     updated_at: datetime
+
+
+class DesignListed(DesignPublic):
+    """A design as listings show it: with what its latest version is and can be made by."""
+
+    # The latest version's geometry verdict (pending, none, pass, warn, fail, unreadable), or
+    # None for a design without versions.
+    verdict: str | None = None
+    # The processes the latest version is made by: those its manifest declares, else those its
+    # files suit (docs/registry.md, "What a design is made by").
+    processes: list[str] = Field(default_factory=list)
 
 
 class FileEntry(BaseModel):

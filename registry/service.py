@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, object_session
 
@@ -198,6 +198,19 @@ def search_designs(
     limit: int = 20,
 ) -> Page[DesignPublic]:
     """Designs matching every given filter, newest first, a page at a time."""
+    query = design_query(q=q, tag=tag, license=license, owner=owner)
+    rows, next_cursor = keyset_page(session, query, Design.id, cursor, limit)
+    return Page(items=[design_public(d) for d in rows], next_cursor=next_cursor)
+
+
+def design_query(
+    *,
+    q: str | None = None,
+    tag: str | None = None,
+    license: str | None = None,
+    owner: str | None = None,
+) -> Select[tuple[Design]]:
+    """The designs matching every given filter (words of ``q``, tag, licence, owner)."""
     query = select(Design)
     if q:
         for word in q.casefold().split():
@@ -212,8 +225,7 @@ def search_designs(
         query = query.join(User, Design.owner_id == User.id).where(
             User.name_folded == owner.casefold()
         )
-    rows, next_cursor = keyset_page(session, query, Design.id, cursor, limit)
-    return Page(items=[design_public(d) for d in rows], next_cursor=next_cursor)
+    return query
 
 
 # --- versions -------------------------------------------------------------------------------

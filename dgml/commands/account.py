@@ -1,8 +1,9 @@
 """``dgml login``, ``dgml logout`` and ``dgml whoami``: who the maker is on which hub.
 
 A login is kept only after the hub has accepted its token, so a mistyped token leaves nothing
-behind. Logging out forgets the token on this computer; the hub keeps it valid until it is
-revoked there.
+behind. Logging out revokes the token on the hub (``DELETE /user/tokens/current``), then
+forgets it on this computer; when the hub cannot be reached the token is forgotten all the same,
+and the command says that it stays valid on the hub.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from dgml.client import Hub
+from dgml.client import Hub, HubFailure, HubUnreachable
 from dgml.commands.common import (
     JsonOpt,
     ServerOpt,
@@ -67,17 +68,39 @@ def login(
     )
 
 
+def _revoke(address: str, token: str) -> tuple[bool, str | None]:
+    """Revoke ``token`` at the hub: (revoked, why not)."""
+    try:
+        with Hub(address, token, timeout=15.0) as hub:
+            hub.revoke_token()
+    except Unauthorized:
+        return False, "the hub no longer takes this token (already revoked or unknown)"
+    except (HubUnreachable, HubFailure) as exc:
+        return False, f"{exc.detail}: the token stays valid on the hub until it is revoked there"
+    return True, None
+
+
 def logout(server: ServerOpt = None, as_json: JsonOpt = False) -> None:
-    """Forget the stored token of a hub (the last login's hub unless --server names one)."""
+    """Revoke the stored token at its hub and forget it (the last login's hub unless --server
+    names one); forgotten here even when the hub cannot be reached."""
     address = choose_server(server)
     store = LoginStore()
-    if not store.remove(address):
+    stored = store.get(address)
+    if stored is None:
         raise DgmlError(f"not logged in to {address}")
+    revoked, why_not = _revoke(address, stored.token)
+    store.remove(address)
     if as_json:
-        print_json({"server": address, "logged_out": True})
+        print_json({"server": address, "logged_out": True, "revoked": revoked, "note": why_not})
         return
-    out.print(f"Logged out of {escape(address)}.", highlight=False)
-    err.print("The token stays valid on the hub until it is revoked there.", highlight=False)
+    if revoked:
+        out.print(
+            f"Logged out of {escape(address)}: the token is revoked there and forgotten here.",
+            highlight=False,
+        )
+        return
+    out.print(f"Logged out of {escape(address)}: the token is forgotten here.", highlight=False)
+    err.print(f"[yellow]note:[/] {escape(why_not or '')}", highlight=False)
 
 
 def whoami(server: ServerOpt = None, as_json: JsonOpt = False) -> None:

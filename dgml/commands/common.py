@@ -95,6 +95,12 @@ def connect(flag: str | None, fallback: str | None = None, *, login: bool = Fals
     return Hub(server, token)
 
 
+def table_console() -> Console:
+    """Where tables go: the terminal at its width, or, when stdout is piped, a console wide
+    enough for every column (a pipe has no width, and 80 columns would cut them)."""
+    return out if out.is_terminal else Console(soft_wrap=True, width=200)
+
+
 def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 

@@ -4,7 +4,6 @@ a working copy of one."""
 from __future__ import annotations
 
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,15 +21,13 @@ from dgml.commands.common import (
     parse_design,
     print_json,
     size_text,
+    table_console,
     transfer,
     verdict_text,
 )
 from dgml.errors import DgmlError
 from dgml.workcopy import META, Origin, find, safe_path, write_meta
 
-# With --process the hub cannot filter, so pages are read until enough designs match or this
-# many designs have been looked at.
-PROCESS_SCAN_LIMIT = 500
 OutputOpt = Annotated[
     Path | None,
     typer.Option(
@@ -42,37 +39,20 @@ OutputOpt = Annotated[
 # --- search -----------------------------------------------------------------------------------
 
 
-def _process_of(manifest: dict[str, Any]) -> str | None:
-    value = manifest.get("process") or manifest.get("printing-process")
-    return str(value) if value else None
-
-
-def _row(design: dict[str, Any], latest: dict[str, Any] | None) -> dict[str, Any]:
+def _row(design: dict[str, Any]) -> dict[str, Any]:
+    """A design of the hub's listing, which carries its latest version's verdict and the
+    processes that make it (docs/registry.md, "What a design is made by")."""
     return {
         "design": design["full_name"],
         "title": design["title"],
         "latest_version": design["latest_version"],
         "license": design["license"],
-        "verdict": latest["verdict"] if latest else None,
+        "verdict": design.get("verdict"),
         "fork_count": design["fork_count"],
-        "process": _process_of(latest["manifest"]) if latest else None,
+        "processes": design.get("processes") or [],
         "tags": design["tags"],
         "forked_from": design["forked_from"],
     }
-
-
-def _rows(hub: Hub, designs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each design with its latest version's verdict and process (one request each, a few at
-    a time)."""
-
-    def latest(design: dict[str, Any]) -> dict[str, Any] | None:
-        if not design["latest_version"]:
-            return None
-        return hub.version(design["owner"], design["name"], design["latest_version"])
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        versions = list(pool.map(latest, designs))
-    return [_row(d, v) for d, v in zip(designs, versions, strict=True)]
 
 
 def _show_rows(rows: list[dict[str, Any]], more: bool) -> None:
@@ -80,7 +60,7 @@ def _show_rows(rows: list[dict[str, Any]], more: bool) -> None:
         out.print("No designs found.")
         return
     table = Table(show_header=True, header_style="bold", box=None, padding=(0, 2))
-    for column in ("design", "latest", "licence", "verdict", "forks", "title"):
+    for column in ("design", "latest", "licence", "verdict", "forks", "made by", "title"):
         table.add_column(column)
     for row in rows:
         latest = f"v{row['latest_version']}" if row["latest_version"] else "-"
@@ -90,9 +70,10 @@ def _show_rows(rows: list[dict[str, Any]], more: bool) -> None:
             escape(row["license"]),
             verdict_text(row["verdict"]),
             str(row["fork_count"]),
+            escape(", ".join(row["processes"]) or "-"),
             escape(row["title"]),
         )
-    out.print(table)
+    table_console().print(table)
     if more:
         err.print("More designs match: narrow the search or raise --limit.", highlight=False)
 
@@ -112,27 +93,17 @@ def search(
     server: ServerOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Find designs: their latest version, licence, geometry verdict and fork count."""
-    wanted = process.casefold() if process else None
-    rows: list[dict[str, Any]] = []
-    cursor, scanned, more = None, 0, False
+    """Find designs: their latest version, licence, geometry verdict, fork count and the
+    processes that make them (one request to the hub)."""
     with connect(server) as hub:
-        while True:
-            page = hub.search(
-                q=text, tag=tag, license=license, owner=owner, cursor=cursor, limit=limit
-            )
-            scanned += len(page["items"])
-            found = _rows(hub, page["items"])
-            rows += [r for r in found if wanted in (None, (r["process"] or "").casefold())]
-            cursor = page["next_cursor"]
-            more = cursor is not None or len(rows) > limit
-            if len(rows) >= limit or not cursor or wanted is None or scanned >= PROCESS_SCAN_LIMIT:
-                break
-    rows = rows[:limit]
+        page = hub.search(
+            q=text, tag=tag, license=license, owner=owner, process=process, limit=limit
+        )
+    rows = [_row(d) for d in page["items"]]
     if as_json:
         print_json(rows)
     else:
-        _show_rows(rows, more)
+        _show_rows(rows, page["next_cursor"] is not None)
 
 
 # --- fetch and fork ---------------------------------------------------------------------------

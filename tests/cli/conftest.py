@@ -1,12 +1,20 @@
 """Fixtures for the maker's command line: the CLI run in this process against ``live_server``,
-with its own config dir, and designs published on the hub through the API."""
+with its own config dir, and designs published on the hub through the API.
+
+Orders need the rest of a hub: ``hub_worker`` runs ``dgml worker`` (checks, builds,
+placements) in a process of its own, and ``lab_agent`` registers a fablab in Villeurbanne
+through the API and runs ``dgml agent`` for it, with a simulated FDM machine and the real
+PrusaSlicer, as an operator would."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +23,9 @@ import pytest
 from click.testing import CliRunner
 
 from dgml.cli import main
+from dgml.settings import Settings
 from tests.conftest import Account, mesh
+from tests.workers.conftest import prusa_slicer  # noqa: F401 - a fixture
 
 REPO = Path(__file__).resolve().parents[2]
 API = "/api/v1"
@@ -170,3 +180,154 @@ def cube_design(live_server, alice, redis_client) -> dict:
         tags=["calibration"],
         manifest=json.dumps({"process": "fdm"}),
     )
+
+
+# --- a whole hub: workers, fablabs and their agents -------------------------------------------
+
+LYON = (45.7640, 4.8357)
+VILLEURBANNE = (45.7719, 4.8902)  # 4.1 km from the rounded centre of Lyon
+FDM = {"process": "fdm", "materials": ["PLA", "PETG"], "build_volume_mm": [250, 210, 210]}
+
+
+@pytest.fixture
+def settings(tmp_path, database_url, redis_url) -> Settings:
+    """The hub of these tests: an agent's claim waits at most a second, so agents stop fast."""
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        redis_url=redis_url,
+        max_upload_bytes=4 * 1024 * 1024,
+        claim_wait_max_s=1.0,
+    )
+
+
+def start_process(args: Sequence[str], log: Path, env: dict[str, str] | None = None):
+    """``python -m dgml ARGS`` with its output in ``log``."""
+    with open(log, "ab") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "dgml", *args],
+            cwd=REPO,
+            env={**os.environ, **(env or {})},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def stop_process(proc: subprocess.Popen) -> int:
+    """SIGTERM, as a service manager stops it; SIGKILL if it does not end in 30 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(10)
+
+
+@pytest.fixture
+def hub_worker(settings, redis_client, tmp_path) -> Iterator[Path]:
+    """``dgml worker`` on the hub's database and Redis, serving every queue; its log."""
+    log = tmp_path / "worker.log"
+    env = {
+        "DGML_DATA_DIR": str(settings.data_dir),
+        "DGML_DATABASE_URL": settings.resolved_database_url,
+        "DGML_REDIS_URL": str(settings.redis_url),
+        "DGML_WORKER_TICK_S": "0.2",
+        "DGML_ROUTE_RECHECK_S": "0.2",
+        "DGML_ROUTE_RECHECK_MAX_S": "1",
+        "DGML_LOG_FORMAT": "text",
+        "DGML_LOG_LEVEL": "warning",
+    }
+    proc = start_process(["worker"], log, env)
+    yield log
+    stop_process(proc)
+
+
+@dataclass
+class Lab:
+    id: str
+    name: str
+    enrolment_token: str
+
+
+def register_lab(
+    server: str,
+    operator: Account,
+    name: str,
+    where: tuple[float, float],
+    machines: Sequence[dict] = (FDM,),
+) -> Lab:
+    """A fablab registered in the directory through the API, as its operator does."""
+    body = {
+        "name": name,
+        "location": {"lat": where[0], "lon": where[1]},
+        "legal_form": "nonprofit",
+        "machines": list(machines),
+    }
+    response = httpx.post(f"{server}{API}/fablabs", json=body, headers=operator.headers)
+    assert response.status_code == 201, response.text
+    answer = response.json()
+    return Lab(answer["id"], name, answer["enrolment_token"])
+
+
+@pytest.fixture
+def operator(make_account) -> Account:
+    return make_account("carol")
+
+
+AGENT_CONFIG = """
+[agent]
+server = "{server}"
+state_dir = "{state_dir}"
+accept = "auto"
+max_parallel_jobs = 1
+prusa_slicer = "{slicer}"
+
+[[machines]]
+name = "mk3"
+process = "fdm"
+materials = ["PLA", "PETG"]
+build_volume_mm = [250, 210, 210]
+nozzle_mm = 0.4
+driver = "simulator"
+
+[machines.simulator]
+duration_s = 2
+speed = 1
+"""
+
+
+def wait_until(check: Callable[[], object], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def lab_agent(live_server, operator, tmp_path, prusa_slicer) -> Iterator[Lab]:  # noqa: F811
+    """The Atelier de Villeurbanne, registered through the API, and ``dgml agent`` enrolled
+    for it: one simulated FDM machine (a job takes 2 s) that takes every offer it can make."""
+    lab = register_lab(live_server, operator, "Atelier de Villeurbanne", VILLEURBANNE)
+    folder = tmp_path / "lab"
+    folder.mkdir()
+    config = folder / "agent.toml"
+    config.write_text(
+        AGENT_CONFIG.format(server=live_server, state_dir=folder / "state", slicer=prusa_slicer)
+    )
+    log = folder / "agent.log"
+    proc = start_process(
+        ["agent", "--config", str(config), "--enrol", lab.enrolment_token, "--grace", "2"], log
+    )
+    try:
+        wait_until(
+            lambda: (folder / "state" / "status.json").exists() or proc.poll() is not None,
+            f"the agent to enrol ({log})",
+        )
+        assert proc.poll() is None, log.read_text()
+        yield lab
+    finally:
+        code = stop_process(proc)
+    assert code == 0, log.read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import stat
 import tomllib
 
+import httpx
 import pytest
 
 from tests.conftest import free_port
@@ -88,12 +89,46 @@ def test_logout_forgets_only_that_hub(dgml, live_server, alice, config_dir):
     )
     result = dgml("logout", "--json")
     assert result.code == 0, result.stderr
-    assert result.json() == {"server": live_server, "logged_out": True}
+    assert result.json() == {
+        "server": live_server,
+        "logged_out": True,
+        "revoked": True,
+        "note": None,
+    }
     stored = tomllib.loads((config_dir / "logins.toml").read_text())
     assert list(stored["logins"]) == [other]
     assert stored["default"] == other
     assert stat.S_IMODE((config_dir / "logins.toml").stat().st_mode) == 0o600
     assert dgml("whoami", "--server", live_server).code == 1
+    # The token was revoked on the hub, not only forgotten here.
+    assert httpx.get(f"{live_server}/api/v1/user", headers=alice.headers).status_code == 401
+
+    # The other hub is down: its token is forgotten all the same, and the command says so.
+    down = dgml("logout")
+    assert down.code == 0, down.stderr
+    assert f"Logged out of {other}: the token is forgotten here." in down.stdout
+    assert f"cannot reach the hub at {other}" in down.stderr
+    assert "stays valid on the hub until it is revoked there" in down.stderr
+    assert "logins" not in tomllib.loads((config_dir / "logins.toml").read_text())
+
+
+def test_logout_revokes_the_token_and_tells_a_token_the_hub_no_longer_takes(
+    dgml, live_server, alice, bob
+):
+    dgml("login", "--server", live_server, "--token", alice.token)
+    result = dgml("logout")
+    assert result.code == 0, result.stderr
+    assert "the token is revoked there and forgotten here" in result.stdout
+    assert result.stderr == ""
+    assert dgml("whoami", "--server", live_server, env={"DGML_TOKEN": alice.token}).code == 1
+    # bob's token is revoked elsewhere (another computer logged out) before he logs out here.
+    dgml("login", "--server", live_server, "--token", bob.token)
+    httpx.delete(f"{live_server}/api/v1/user/tokens/current", headers=bob.headers)
+    stale = dgml("logout", "--json")
+    assert stale.code == 0, stale.stderr
+    assert stale.json()["revoked"] is False
+    assert "no longer takes this token" in stale.json()["note"]
+    assert dgml("logout").code == 1  # nothing left to log out of
 
 
 def test_a_hub_that_is_down_is_one_clear_line(dgml):

@@ -32,7 +32,8 @@ def test_search_shows_version_licence_verdict_and_forks(
     assert cube["license"] == "CC-BY-4.0"
     assert cube["verdict"] == "pass"
     assert cube["fork_count"] == 1
-    assert cube["process"] == "fdm"
+    assert cube["processes"] == ["fdm"]  # declared in its manifest
+    assert rows["bob/hook"]["processes"] == ["fdm", "sla", "sls"]  # what an STL suits
     assert rows["bob/cube"]["forked_from"] == {"owner": "alice", "name": "cube", "version": 1}
 
     table = dgml("search", "cube", "--server", live_server)
@@ -40,6 +41,7 @@ def test_search_shows_version_licence_verdict_and_forks(
     assert "alice/cube" in table.stdout
     assert "CC-BY-4.0" in table.stdout
     assert "pass" in table.stdout
+    assert "made by" in table.stdout and "fdm" in table.stdout
     assert "bob/hook" not in table.stdout
 
 
@@ -53,14 +55,20 @@ def test_search_filters(dgml, live_server, alice, bob, cube_design):
 
     assert names("--tag", "calibration") == {"alice/cube"}
     assert names("--license", "CC-BY-SA-4.0") == {"bob/hook"}
-    assert names("--process", "FDM") == {"alice/cube"}
+    # alice/cube declares fdm; bob/hook declares nothing, and its STL suits fdm, sla and sls.
+    assert names("--process", "FDM") == {"alice/cube", "bob/hook"}
+    assert names("--process", "sla") == {"bob/hook"}
     assert names("--process", "laser") == set()
+    assert names("--process", "fdm", "--owner", "alice") == {"alice/cube"}
     assert names("--owner", "bob") == {"bob/hook"}
     assert names("no-such-words") == set()
     assert "No designs found" in dgml("search", "zzz", "--server", live_server).stdout
     unknown = dgml("search", "--license", "NOT-A-LICENCE", "--server", live_server)
     assert unknown.code == 2
     assert unknown.one_line_error, unknown.stderr
+    not_a_process = dgml("search", "--process", "f%", "--server", live_server)
+    assert not_a_process.code == 2
+    assert not_a_process.one_line_error and "process must be a name" in not_a_process.stderr
 
 
 def test_search_pages_with_a_limit(dgml, live_server, alice):

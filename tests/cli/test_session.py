@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cli.conftest import API, REPO, publish_folder
+from tests.cli.conftest import API, LYON, REPO, publish_folder
 
 DGML = shutil.which("dgml", path=str(Path(sys.executable).parent)) or "dgml"
 
@@ -32,9 +32,10 @@ def run_dgml(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Completed
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::getpass.GetPassWarning")
-def test_a_makers_session(dgml, live_server, alice, bob, workdir):
-    """login, search, fetch, change a file, push, fork, change a parameter, propose, and build
-    and validate offline."""
+def test_a_makers_session(dgml, live_server, alice, bob, workdir, hub_worker, lab_agent):
+    """login, search, fetch, change a file, push, fork, change a parameter, propose, build and
+    validate offline, then order the part near Lyon and follow it until a fablab's agent has
+    made it."""
     publish_folder(live_server, alice, REPO / "designs" / "wall-bracket")
     publish_folder(live_server, bob, REPO / "designs" / "cable-clip")
 
@@ -99,6 +100,23 @@ def test_a_makers_session(dgml, live_server, alice, bob, workdir):
     log = dgml("log", "--json", cwd=bracket).json()
     assert [(v["number"], v["kind"]) for v in log] == [(2, "push"), (1, "fork")]
 
+    # Have two made near Lyon, 30 mm wide: the hub builds them, checks the part and offers it
+    # to the nearest fablab, whose agent slices and makes them.
+    near = f"{LYON[0]},{LYON[1]}"
+    ordering = ("order", "bob/wall-bracket@2", "--process", "fdm", "--material", "PETG")
+    placed = dgml(*ordering, "--qty", "2", "--near", near, "--param", "width=30", "--wait", "300")
+    assert placed.code == 0, placed.stderr + hub_worker.read_text()
+    assert "Order 1: bob/wall-bracket@2 with width=30, 2 x fdm in petg" in placed.stdout
+    assert f"at Atelier de Villeurbanne ({lab_agent.id}), 4.1 km away" in placed.stdout
+    assert "km avoided against making it at the central factory" in placed.stdout
+    watched = dgml("order-status", "1", "--watch", "--timeout", "300")
+    assert watched.code == 0, watched.stderr + hub_worker.read_text()
+    assert f"Atelier de Villeurbanne ({lab_agent.id}) completed line 1" in watched.stdout
+    assert watched.stdout.rstrip().endswith("Order 1 is completed.")
+    [mine] = dgml("orders", "--json").json()
+    assert (mine["id"], mine["state"], mine["design"]) == (1, "completed", "bob/wall-bracket")
+    assert dgml("order-status", "1", "--json").json()["params"] == {"width": 30}
+
 
 @pytest.mark.slow
 def test_push_waits_for_the_geometry_verdict(live_server, alice, cube_design, run_jobs, tmp_path):
@@ -151,16 +169,23 @@ def test_shell_completion_is_available(tmp_path):
     assert script.returncode == 0, script.stderr
     assert "complete" in script.stdout
     assert "_DGML_COMPLETE" in script.stdout
-    completions = subprocess.run(
-        [DGML],
-        env={
-            **os.environ,
-            "_DGML_COMPLETE": "complete_bash",
-            "COMP_WORDS": "dgml pu",
-            "COMP_CWORD": "1",
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert {"push", "pull"} <= set(completions.stdout.split())
+
+    def complete(words: str) -> set[str]:
+        completions = subprocess.run(
+            [DGML],
+            env={
+                **os.environ,
+                "_DGML_COMPLETE": "complete_bash",
+                "COMP_WORDS": words,
+                "COMP_CWORD": str(len(words.split()) - 1),
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert completions.returncode == 0, completions.stderr
+        return set(completions.stdout.split())
+
+    assert {"push", "pull"} <= complete("dgml pu")
+    assert complete("dgml ord") == {"order", "orders", "order-status", "order-cancel"}
+    assert {"--watch", "--timeout"} <= complete("dgml order-status 3 --")
