@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import threading
 import time
 import uuid
@@ -215,3 +216,81 @@ def run_worker(
             redis.delete(ALIVE_PREFIX + name)
         redis.close()
         context().engine.dispose()
+
+
+# --- housekeeping as processes of their own (compose's scheduler and reconciler) ---------------
+
+
+def _until_stopped() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (Ctrl-C): the loop's cue to end after its round."""
+    stop = threading.Event()
+
+    def handle(signum, frame) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return stop
+
+
+def _standalone(settings: Settings, what: str) -> Redis:
+    from registry import builds, validation  # noqa: F401  (they register their outbox topics)
+    from router import lifecycle  # noqa: F401  (the placement topic)
+
+    if not settings.redis_url:
+        raise DgmlError(f"the {what} needs DGML_REDIS_URL")
+    configure_logging(settings.log_format, settings.log_level)
+    set_context(make_context(settings))
+    return Redis.from_url(settings.redis_url)
+
+
+def run_scheduler(settings: Settings) -> None:
+    """``dgml scheduler``: the housekeeping of a worker (outbox hand-over, due scheduled jobs,
+    the periodic sweeps and reconciler enqueued once per time slot) without serving a queue, so
+    that the periodic work is enqueued on time however busy the workers are."""
+    redis = _standalone(settings, "scheduler")
+    stop = _until_stopped()
+    name = f"dgml-scheduler-{uuid.uuid4().hex[:12]}"
+    log.info("scheduler started (every %g s)", settings.worker_tick_s)
+    count = 0
+    try:
+        while True:
+            count += 1
+            try:
+                tick(context(), redis, name, count)
+            except Exception:  # Redis or the database away for a moment: the next round retries
+                log.exception("scheduler round failed")
+            if stop.wait(settings.worker_tick_s):
+                break
+    finally:
+        with contextlib.suppress(Exception):
+            redis.delete(ALIVE_PREFIX + name)
+        redis.close()
+        context().engine.dispose()
+    log.info("scheduler stopped")
+
+
+def run_reconciler(settings: Settings, every_s: float | None = None) -> None:
+    """``dgml reconciler``: compare the database with Redis every ``every_s`` seconds (default
+    ``Settings.reconcile_every_s``) and post again the placements a fault lost. Running it
+    beside the workers' periodic reconcile jobs is harmless: posting a placement is idempotent."""
+    from router.reconcile import reconcile
+
+    redis = _standalone(settings, "reconciler")
+    period = float(every_s if every_s is not None else settings.reconcile_every_s)
+    stop = _until_stopped()
+    log.info("reconciler started (every %g s)", period)
+    try:
+        while True:
+            try:
+                posted = reconcile(context().sessions, redis, settings)
+                if posted:
+                    log.info("reconciler posted %d lost placements again", len(posted))
+            except Exception:
+                log.exception("reconciler round failed")
+            if stop.wait(period):
+                break
+    finally:
+        redis.close()
+        context().engine.dispose()
+    log.info("reconciler stopped")
