@@ -282,6 +282,11 @@ def main(args: list[str] | None = None) -> None:
         # Details may quote file names or a hub's words: shown as text, never as markup.
         err.print(f"[red]error:[/] {escape(exc.detail)}", highlight=False, soft_wrap=True)
         sys.exit(2 if exc.status_code == 422 else 1)
+    except KeyboardInterrupt:
+        if _state["debug"]:
+            raise
+        err.print("interrupted", highlight=False)
+        sys.exit(130)
     except Exception as exc:
         if _state["debug"]:
             raise
