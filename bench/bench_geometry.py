@@ -3,7 +3,9 @@
 Two meshes: a 1.3-million-triangle icosphere (trimesh, subdivisions=8) and 3DBenchy (converted
 from its 3MF to binary STL). For each, the wall time of reading the file with dgml's reader
 (``read_model``) and running ``check_mesh`` (weld, edges, winding, bodies, volume...) is
-compared with ``admesh FILE``; and a child process measures the peak memory of both
+compared with ``admesh FILE``, the two taking turns round after round so that both see the same
+load; the ratio reported is the median of the rounds' ratios. The time of each stage of the
+check is taken in one thread, and a child process measures the peak memory of read + check
 (tracemalloc, which sees numpy's buffers) as a multiple of the file size.
 
     .venv/bin/python bench/bench_geometry.py [--rounds 5] [--output bench/results/geometry.json]
@@ -71,44 +73,95 @@ def make_files(directory: Path) -> list[tuple[str, Path]]:
     return files
 
 
-def best_wall(command: list[str], rounds: int) -> float:
-    best = float("inf")
+def wall_time(command: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def check_time(path: Path, parallel: bool) -> tuple[float, dict]:
+    start = time.perf_counter()
+    result = run_check(path, parallel)
+    return time.perf_counter() - start, result
+
+
+def compare_rounds(admesh: str, path: Path, rounds: int) -> tuple[dict, dict]:
+    """admesh, dgml (measures in a second thread) and dgml in one thread, in turn each round;
+    the medians and bests of their times and the medians of the rounds' ratios."""
+    wall_time([admesh, str(path)])  # warm the page cache, numpy and scipy
+    run_check(path, True)
+    times: dict[str, list[float]] = {"admesh": [], "dgml": [], "one_thread": []}
+    result: dict = {}
     for _ in range(rounds):
+        times["admesh"].append(wall_time([admesh, str(path)]))
+        seconds, result = check_time(path, parallel=True)
+        times["dgml"].append(seconds)
+        times["one_thread"].append(check_time(path, parallel=False)[0])
+    admesh_s = np.array(times["admesh"])
+    figures = {
+        "admesh_s": float(np.median(admesh_s)),
+        "dgml_s": float(np.median(times["dgml"])),
+        "dgml_one_thread_s": float(np.median(times["one_thread"])),
+        "ratio": float(np.median(np.array(times["dgml"]) / admesh_s)),
+        "ratio_one_thread": float(np.median(np.array(times["one_thread"]) / admesh_s)),
+        "best_s": {name: min(values) for name, values in times.items()},
+        "rounds_s": times,
+    }
+    return figures, result
+
+
+def stage_times(path: Path, rounds: int) -> dict[str, float]:
+    """Median seconds of each stage of read + check, run one after the other in one thread."""
+    from registry.geometry.checks import (
+        Tolerances,
+        analyse_edges,
+        collapsed_faces,
+        count_bodies,
+        count_duplicate_faces,
+        measure,
+        weld,
+    )
+
+    tol = Tolerances()
+    stages: dict[str, list[float]] = {}
+
+    def timed(name: str, step, *args):
         start = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        best = min(best, time.perf_counter() - start)
-    return best
+        value = step(*args)
+        stages.setdefault(name, []).append(time.perf_counter() - start)
+        return value
+
+    for _ in range(max(1, rounds)):
+        mesh = timed("read", read_model, path, path.name)
+        vertices, faces = timed("weld", weld, mesh.vertices, mesh.faces, tol)
+        collapsed = collapsed_faces(faces)
+        solid = faces[~collapsed] if collapsed.any() else faces
+        edges = timed("edges", analyse_edges, solid, vertices.shape[0])
+        timed("bodies", count_bodies, solid, edges, vertices.shape[0])
+        timed("duplicates", count_duplicate_faces, solid, vertices.shape[0])
+        timed("measures", measure, mesh.vertices, mesh.faces, tol)
+    return {name: float(np.median(values)) for name, values in stages.items()}
 
 
 def wall_thickness_time(path: Path, rounds: int) -> dict:
-    """Time of the ray-cast wall-thickness measure (the FDM rule) on an already welded mesh,
-    and the ray engine that ran it."""
+    """Median time of the ray-cast wall-thickness measure (the FDM rule) on an already welded
+    mesh, and the ray engine that ran it."""
     from registry.geometry.dfm import MAX_THICKNESS_SAMPLES, wall_thickness
     from registry.geometry.dfm_mesh import Solid
 
-    best = float("inf")
+    seconds = []
     for _ in range(max(1, rounds)):
         solid = Solid.from_mesh(read_model(path, path.name))  # a fresh ray engine each time
         start = time.perf_counter()
         thickness, _ = wall_thickness(solid)
-        best = min(best, time.perf_counter() - start)
+        seconds.append(time.perf_counter() - start)
     return {
-        "seconds": best,
+        "seconds": float(np.median(seconds)),
+        "best_s": min(seconds),
         "rays": min(MAX_THICKNESS_SAMPLES, solid.face_count),
         "engine": type(solid.ray).__module__.split(".")[-1],
         "min_wall_mm": float(thickness.min()) if len(thickness) else None,
     }
-
-
-def best_check(path: Path, rounds: int, parallel: bool) -> tuple[float, dict]:
-    run_check(path, parallel)  # warm the page cache and numpy
-    best = float("inf")
-    result: dict = {}
-    for _ in range(rounds):
-        start = time.perf_counter()
-        result = run_check(path, parallel)
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 _CHILD = """
@@ -157,22 +210,26 @@ def peak_memory(path: Path, parallel: bool) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5, help="runs per figure; best is kept")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="runs per figure; medians are reported"
+    )
     parser.add_argument(
         "--output", type=Path, default=Path(__file__).parent / "results" / "geometry.json"
     )
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     admesh = shutil.which("admesh")
     if admesh is None:
         print("admesh is not installed (apt-get install -y admesh)", file=sys.stderr)
         return 1
+    load_before = os.getloadavg()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-geometry-") as temp:
         for name, path in make_files(Path(temp)):
             size = path.stat().st_size
-            admesh_s = best_wall([admesh, str(path)], args.rounds)
-            serial_s, result = best_check(path, args.rounds, parallel=False)
-            parallel_s, _ = best_check(path, args.rounds, parallel=True)
+            figures, result = compare_rounds(admesh, path, args.rounds)
+            stages = stage_times(path, args.rounds)
             memory = peak_memory(path, parallel=True)
             walls = wall_thickness_time(path, args.rounds)
             rows.append(
@@ -180,11 +237,8 @@ def main() -> int:
                     "mesh": name,
                     "triangles": result["triangles"],
                     "file_bytes": size,
-                    "admesh_s": admesh_s,
-                    "dgml_s": parallel_s,
-                    "dgml_one_thread_s": serial_s,
-                    "ratio": parallel_s / admesh_s,
-                    "ratio_one_thread": serial_s / admesh_s,
+                    **figures,
+                    "stages_s": stages,
                     "peak_bytes": memory["tracemalloc_peak"],
                     "peak_over_file": memory["tracemalloc_peak"] / size,
                     "wall_thickness": walls,
@@ -193,7 +247,7 @@ def main() -> int:
             )
     header = (
         f"{'mesh':<28} {'triangles':>10} {'admesh s':>9} {'dgml s':>7} {'1 thread':>8} "
-        f"{'ratio':>6} {'goal':>5} {'peak/file':>9} {'goal':>5}"
+        f"{'ratio':>6} {'goal':>5} {'ratio 1t':>8} {'peak/file':>9} {'goal':>5}"
     )
     print(header)
     print("-" * len(header))
@@ -203,8 +257,12 @@ def main() -> int:
         print(
             f"{row['mesh']:<28} {row['triangles']:>10,} {row['admesh_s']:>9.3f} "
             f"{row['dgml_s']:>7.3f} {row['dgml_one_thread_s']:>8.3f} {row['ratio']:>6.2f} "
-            f"{ok_time:>5} {row['peak_over_file']:>8.2f}x {ok_memory:>5}"
+            f"{ok_time:>5} {row['ratio_one_thread']:>8.2f} {row['peak_over_file']:>8.2f}x "
+            f"{ok_memory:>5}"
         )
+    for row in rows:
+        stages = ", ".join(f"{name} {seconds:.3f}" for name, seconds in row["stages_s"].items())
+        print(f"stages (s, one thread), {row['mesh']}: {stages}")
     for row in rows:
         walls = row["wall_thickness"]
         print(
@@ -212,8 +270,11 @@ def main() -> int:
             f"({walls['engine']}), thinnest wall {walls['min_wall_mm'] or 0:.2f} mm"
         )
     print(
-        "\nratio = dgml read + check wall time / admesh wall time (best of "
-        f"{args.rounds}); peak = tracemalloc peak of read + check in a fresh process."
+        "\ntimes: medians of "
+        f"{args.rounds} rounds; ratio = median over the rounds of dgml read + check wall time "
+        "/ admesh wall time (ratio 1t: dgml in one thread); peak = tracemalloc peak of "
+        "read + check in a fresh process.\n"
+        f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}"
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(
@@ -225,7 +286,8 @@ def main() -> int:
                     "python": platform.python_version(),
                     "numpy": np.__version__,
                     "cpus": os.cpu_count(),
-                    "load_average": os.getloadavg(),
+                    "load_average_before": load_before,
+                    "load_average_after": os.getloadavg(),
                 },
                 "results": rows,
             },

@@ -1,43 +1,64 @@
 """Mesh checks: is a triangle mesh a solid a fablab can make, and how big is it?
 
-Pure functions over numpy arrays, vectorised (no Python loop per triangle or edge), so a
-million-triangle file is checked in about the time ``admesh`` takes (bench/bench_geometry.py):
+Pure functions over numpy arrays, vectorised (no Python loop per triangle or edge), so reading
+a million-triangle STL and checking it takes less time than ``admesh`` on the same file
+(bench/bench_geometry.py):
 
-- ``weld`` merges coincident corners (STL gives every triangle its own three);
-- ``analyse_edges`` counts how often each undirected edge is used: once is an open (boundary)
-  edge, more than twice a non-manifold one, and a two-face edge walked the same way by both
-  faces means the faces disagree about which side is outside;
+- ``weld`` (weld.py) merges coincident corners (STL gives every triangle its own three);
+- ``analyse_edges`` (edges.py) counts how often each undirected edge is used: once is an open
+  (boundary) edge, more than twice a non-manifold one, and a two-face edge walked the same way
+  by both faces means the faces disagree about which side is outside;
 - ``collapsed_faces`` and ``count_duplicate_faces`` find faces with no surface or twice over;
 - ``count_bodies`` labels the connected pieces, ``measure`` gives volume, area, bounding box and
   centre of mass, ``units_suspect`` guesses a units mistake from the part's size;
 - ``check_mesh`` runs them all and fills a ``GeometryReport``.
 
 Self-intersections are not looked for here: edge topology cannot see two closed shells passing
-through each other, so that check runs separately on manifold3d.
-
-Grouping equal rows (welding, duplicate faces) sorts 64-bit hashes with the row number packed
-into the low bits, which lets numpy sort plain integers instead of running an argsort (several
-times faster); rows whose hashes collide are then told apart exactly.
+through each other, so that check runs separately (intersect.py).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import csr_array
-from scipy.sparse.csgraph import connected_components
 
+from registry.geometry.edges import (
+    EdgeCounts,
+    analyse_edges,
+    collapsed_faces,
+    count_bodies,
+    count_duplicate_faces,
+    count_non_manifold_with,
+)
 from registry.geometry.mesh import MeshData
 from registry.geometry.report import Code, GeometryReport, Metrics, Severity, Verdict
+from registry.geometry.weld import bounds, corners_unshared, group_rows, weld
+
+__all__ = [
+    "CHECKER_VERSION",
+    "EdgeCounts",
+    "Measures",
+    "Tolerances",
+    "UnitsGuess",
+    "analyse_edges",
+    "check_mesh",
+    "collapsed_faces",
+    "count_bodies",
+    "count_duplicate_faces",
+    "count_non_manifold_with",
+    "group_rows",
+    "measure",
+    "units_suspect",
+    "weld",
+]
 
 CHECKER_VERSION = "geometry-1"
 
-# Rows handled at once by the chunked loops: their temporaries stay in the CPU cache.
-_CHUNK = 1 << 16
+# Faces measured at once: their nine float64 coordinates and temporaries stay in the L2 cache.
+_MEASURE_CHUNK = 1 << 14
 
 
 @dataclass(frozen=True)
@@ -73,326 +94,6 @@ class Tolerances:
     )
 
 
-# ----------------------------------------------------------------------------- grouping rows
-
-_U64 = np.uint64
-_MIX = np.uint64(0xBF58476D1CE4E5B9)
-_ROW_PRIMES = (_U64(0x9E3779B97F4A7C15), _U64(0xC2B2AE3D27D4EB4F), _U64(0x165667B19E3779F9))
-
-# ``column(axis, rows)``: the exact int64 values of one column of the rows being grouped, for
-# the rows ``rows`` selects (a slice or an index array).
-Column = Callable[[int, slice | np.ndarray], np.ndarray]
-
-
-def _mix(code: np.ndarray) -> np.ndarray:
-    """Scramble (k,) uint64 in place so that the top bits depend on every bit; a bijection."""
-    code ^= code >> _U64(31)
-    code *= _MIX
-    code ^= code >> _U64(29)
-    return code
-
-
-def _codes(column: Column, rows: slice | np.ndarray, widths: list[int] | None) -> np.ndarray:
-    """(k,) uint64 codes of three-column rows: the row packed into 64 bits when ``widths``
-    (bits per column) says it fits, else a hash; then mixed."""
-    code = column(0, rows).view(np.uint64)
-    for axis in (1, 2):
-        values = column(axis, rows).view(np.uint64)
-        if widths is None:
-            code *= _ROW_PRIMES[axis]
-            code += values
-        else:
-            code <<= _U64(widths[axis])
-            code |= values
-    return _mix(code)
-
-
-def group_rows(
-    count: int, column: Column, widths: list[int] | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Number equal rows alike.
-
-    ``column`` gives the ``count`` rows, three int64 columns; ``widths`` are the bits each
-    column needs when the three fit in 64 bits together (then a row's code is the row itself),
-    or None (then the code is a hash and equal codes are checked against the rows).
-    Returns ``group`` (count,) int64, each row's group numbered in the order of the groups'
-    first rows, and ``first`` (g,) int64, the first row of each group.
-
-    Sorting int64 is several times faster than an argsort: the sort keys are the codes' top
-    bits with the row number packed into the low bits, and the order is read back from them.
-    Rows whose kept bits match but that differ are told apart afterwards (rare).
-    """
-    if count == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    index_bits = max(1, (count - 1).bit_length())
-    keys = np.empty(count, np.uint64)
-    for start in range(0, count, _CHUNK):
-        part = keys[start : start + _CHUNK]
-        part[:] = _codes(column, slice(start, start + part.shape[0]), widths)
-        part >>= _U64(index_bits)
-        part <<= _U64(index_bits)
-        part |= np.arange(start, start + part.shape[0], dtype=np.uint64)
-    keys = keys.view(np.int64)
-    keys.sort()
-    order = keys & ((1 << index_bits) - 1)
-    keys >>= index_bits
-    new_group = np.empty(count, bool)
-    new_group[0] = True
-    np.not_equal(keys[1:], keys[:-1], out=new_group[1:])
-    sorted_group = np.cumsum(new_group, out=keys)
-    sorted_group -= 1
-    group = np.empty(count, np.int64)
-    group[order] = sorted_group
-    del sorted_group, keys
-    first = order[new_group]
-    del order, new_group
-    # every row must equal its group's first row
-    differs = np.zeros(count, bool)
-    if widths is not None:
-        first_code = _codes(column, first, widths)
-        for start in range(0, count, _CHUNK):
-            rows = slice(start, start + _CHUNK)
-            differs[rows] = np.take(first_code, group[rows]) != _codes(column, rows, widths)
-    else:
-        for axis in range(3):
-            first_value = column(axis, first)
-            for start in range(0, count, _CHUNK):
-                rows = slice(start, start + _CHUNK)
-                differs[rows] |= np.take(first_value, group[rows]) != column(axis, rows)
-    if differs.any():
-        group, first = _split_groups(group, differs, column)
-    return _number_by_first_row(group, first)
-
-
-def _number_by_first_row(group: np.ndarray, first: np.ndarray):
-    """Renumber groups in the order of their first rows, so that neighbouring rows of the input
-    (the corners of neighbouring triangles) get nearby numbers: the steps that follow look
-    vertices up far faster when neighbours sit close together in memory."""
-    bits = max(1, (first.shape[0] - 1).bit_length())
-    keys = first << bits
-    keys |= np.arange(first.shape[0])
-    keys.sort()
-    old_number = keys & ((1 << bits) - 1)
-    new_number = np.empty(first.shape[0], np.int64)
-    new_number[old_number] = np.arange(first.shape[0])
-    keys >>= bits
-    return np.take(new_number, group), keys
-
-
-def _split_groups(group: np.ndarray, differs: np.ndarray, column: Column):
-    """Regroup, by the rows themselves, every row of a group that holds different rows."""
-    rows = np.flatnonzero(np.isin(group, group[differs]))
-    exact_rows = np.stack([column(axis, rows) for axis in range(3)], axis=1)
-    _, sub_group = np.unique(exact_rows, axis=0, return_inverse=True)
-    group = group.copy()
-    group[rows] = int(group.max()) + 1 + sub_group.ravel()
-    # renumber 0..g-1 (the split groups' old numbers are gone)
-    present = np.zeros(int(group.max()) + 1, bool)
-    present[group] = True
-    group = (np.cumsum(present) - 1)[group]
-    first = np.empty(int(np.count_nonzero(present)), np.int64)
-    first[group] = np.arange(group.shape[0])
-    return group, first
-
-
-# ----------------------------------------------------------------------------- welding
-
-
-def _cells(values: np.ndarray, scale: float, origin: int) -> np.ndarray:
-    """(k,) int64: the grid cells of coordinates ``values`` (k,) along one axis (float32
-    coordinates are scaled in float64: the grid is finer than float32 resolves)."""
-    values = np.multiply(values, scale, dtype=np.float64)
-    np.rint(values, out=values)
-    cells = values.astype(np.int64)
-    cells -= origin
-    return cells
-
-
-def _bounds(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(3,) minimum and (3,) maximum of ``points`` (n, 3); a column at a time, which numpy
-    reduces several times faster than ``points.min(axis=0)``."""
-    low = np.array([points[:, axis].min() for axis in range(3)])
-    high = np.array([points[:, axis].max() for axis in range(3)])
-    return low, high
-
-
-def weld(vertices: np.ndarray, faces: np.ndarray, tol: Tolerances) -> tuple[np.ndarray, np.ndarray]:
-    """Merge corners that fall in the same cell of a grid of ``tol.merge`` mm.
-
-    vertices : (n, 3) float64, finite; faces : (m, 3) int64.
-    Returns ``unique_vertices`` (u, 3) float64 — only vertices some face uses — and
-    ``faces`` (m, 3) int32 indexing them (int64 past 2**31 vertices, which halves the memory
-    the later checks need).
-    """
-    if faces.shape[0] == 0:
-        return np.zeros((0, 3)), np.zeros((0, 3), np.int64)
-    used = np.zeros(vertices.shape[0], bool)
-    used[faces.ravel()] = True
-    kept = None if used.all() else np.flatnonzero(used)
-    corners = vertices if kept is None else np.take(vertices, kept, axis=0)
-    del used
-    # the grid widens for coordinates so large that tol.merge would overflow 64-bit integers
-    low, high = _bounds(corners)
-    step = max(tol.merge, float(np.abs([low, high]).max()) * 2.0**-60)
-    scale = 1.0 / step
-    origin = np.rint(low * scale).astype(np.int64)
-    widths = [int(w).bit_length() for w in np.rint(high * scale).astype(np.int64) - origin]
-
-    def snapped(axis: int, rows: slice | np.ndarray) -> np.ndarray:
-        values = corners[rows, axis] if isinstance(rows, slice) else corners[:, axis][rows]
-        return _cells(values, scale, origin[axis])
-
-    # when the three cell numbers fit in 64 bits, a row's code is the row itself
-    group, first = group_rows(corners.shape[0], snapped, widths if sum(widths) <= 64 else None)
-    unique_vertices = np.take(corners, first, axis=0)
-    if kept is not None:
-        remap = np.empty(vertices.shape[0], np.int64)
-        remap[kept] = group
-        group = remap
-    index_type = np.int32 if unique_vertices.shape[0] < 2**31 else np.int64
-    return unique_vertices, np.take(group.astype(index_type), faces)
-
-
-# ----------------------------------------------------------------------------- edges
-
-
-@dataclass(frozen=True)
-class EdgeCounts:
-    """How the faces use their edges.
-
-    open_edges : (k, 2) int64 — vertex pairs of edges used by one face;
-    non_manifold_edges : (j, 2) int64 — edges used by more than two faces;
-    inconsistent_edges : (i, 2) int64 — two-face edges both faces walk the same way;
-    edge_low, edge_high : (e,) int32 — every edge once, lower vertex index first, sorted.
-    """
-
-    open_edges: np.ndarray
-    non_manifold_edges: np.ndarray
-    inconsistent_edges: np.ndarray
-    edge_low: np.ndarray
-    edge_high: np.ndarray
-
-
-def _edge_pairs(keys: np.ndarray, n: np.int64) -> np.ndarray:
-    """(k, 2) int64 vertex pairs of directed-edge ``keys`` (k,) int64."""
-    return np.stack(np.divmod(keys >> 1, n), axis=1)
-
-
-def analyse_edges(faces: np.ndarray, vertex_count: int) -> EdgeCounts:
-    """Count the uses of every undirected edge of welded ``faces`` (m, 3) int64.
-
-    Each directed edge becomes one int64 key, ``(low * vertex_count + high) * 2 + reversed``,
-    so a plain sort groups an edge's uses and the low bit keeps their directions.
-    """
-    if vertex_count >= 1 << 31:
-        raise ValueError("more than 2**31 vertices: edge keys would overflow")
-    m = faces.shape[0]
-    n = np.int64(vertex_count)
-    keys = np.empty((3, m), np.int64)
-    for start in range(0, m, _CHUNK):
-        chunk = faces[start : start + _CHUNK]
-        for corner in range(3):
-            a, b = chunk[:, corner], chunk[:, (corner + 1) % 3]
-            part = keys[corner, start : start + chunk.shape[0]]
-            np.minimum(a, b, out=part)
-            part *= n
-            part += np.maximum(a, b)
-            part <<= 1
-            part |= a > b
-    keys = keys.reshape(-1)
-    keys.sort()
-    run_start = np.empty(keys.shape[0], bool)
-    run_start[:1] = True
-    for start in range(1, keys.shape[0], _CHUNK):
-        stop = min(start + _CHUNK, keys.shape[0])
-        # keys of one edge differ at most in the low (direction) bit
-        np.greater(keys[start:stop] ^ keys[start - 1 : stop - 1], 1, out=run_start[start:stop])
-    starts = np.flatnonzero(run_start)
-    del run_start
-    uses = np.diff(starts.astype(np.int32), append=np.int32(keys.shape[0]))
-    # A run's keys are sorted, so the uses in one direction come before those in the other: a
-    # two-face edge is walked both ways exactly when its two keys differ (in the low bit).
-    two = starts[uses == 2]
-    inconsistent = two[keys[two] == keys[two + 1]]
-    del two
-
-    open_edges = _edge_pairs(keys[starts[uses == 1]], n)
-    non_manifold_edges = _edge_pairs(keys[starts[uses > 2]], n)
-    inconsistent_edges = _edge_pairs(keys[inconsistent], n)
-    del uses
-    edge_key = keys[starts]
-    del keys, starts
-    edge_key >>= 1
-    low = edge_key // n
-    edge_key -= low * n
-    # vertex indices fit int32 (checked above): half the memory for the rest of the checks
-    return EdgeCounts(
-        open_edges=open_edges,
-        non_manifold_edges=non_manifold_edges,
-        inconsistent_edges=inconsistent_edges,
-        edge_low=low.astype(np.int32),
-        edge_high=edge_key.astype(np.int32),
-    )
-
-
-def count_bodies(faces: np.ndarray, edges: EdgeCounts, vertex_count: int) -> int:
-    """How many connected pieces ``faces`` (m, 3) int64 make: faces that share a vertex (and
-    so any edge) are one body. ``edges`` are the faces' edges from ``analyse_edges``."""
-    if faces.shape[0] == 0:
-        return 0
-    # the edges are sorted by row already, so the sparse graph is built without a sort
-    row_starts = np.zeros(vertex_count + 1, np.int64)
-    np.cumsum(np.bincount(edges.edge_low, minlength=vertex_count), out=row_starts[1:])
-    index_type = np.int32 if edges.edge_low.shape[0] < 2**31 else np.int64
-    graph = csr_array(
-        (
-            np.ones(edges.edge_low.shape[0], np.int8),
-            edges.edge_high.astype(index_type),
-            row_starts.astype(index_type),
-        ),
-        shape=(vertex_count, vertex_count),
-    )
-    count, label = connected_components(graph, directed=True, connection="weak")
-    # vertices no face here uses are pieces of their own: count only the faces' pieces
-    return int(np.count_nonzero(np.bincount(label[faces[:, 0]], minlength=count)))
-
-
-# ----------------------------------------------------------------------------- faces
-
-
-def collapsed_faces(faces: np.ndarray) -> np.ndarray:
-    """(m,) bool: faces of welded ``faces`` (m, 3) int64 whose corners repeat a vertex."""
-    a, b, c = faces[:, 0], faces[:, 1], faces[:, 2]
-    return (a == b) | (b == c) | (a == c)
-
-
-def count_duplicate_faces(faces: np.ndarray, vertex_count: int) -> int:
-    """How many faces of welded ``faces`` (m, 3) int repeat an earlier face's vertex set."""
-    if faces.shape[0] == 0:
-        return 0
-    a, b, c = (faces[:, corner].astype(np.int64) for corner in range(3))
-    low = np.minimum(np.minimum(a, b), c)
-    high = np.maximum(np.maximum(a, b), c)
-    middle = a + b + c
-    middle -= low
-    middle -= high
-    bits = max(1, (vertex_count - 1).bit_length())
-    if 3 * bits <= 63:
-        # the sorted corners packed into one int64 say everything: count repeats after a sort
-        key = low << (2 * bits)
-        key |= middle << bits
-        key |= high
-        key.sort()
-        return int(np.count_nonzero(key[1:] == key[:-1]))
-    corners = (low, middle, high)
-
-    def corner(axis: int, rows: slice | np.ndarray) -> np.ndarray:
-        return corners[axis][rows]
-
-    _, first = group_rows(faces.shape[0], corner, None)
-    return int(faces.shape[0] - first.shape[0])
-
-
 # ----------------------------------------------------------------------------- measures
 
 
@@ -410,43 +111,61 @@ class Measures:
 
 
 def measure(vertices: np.ndarray, faces: np.ndarray, tol: Tolerances) -> Measures:
-    """Volume, area and centres of ``faces`` (m, 3) int64 over ``vertices`` (n, 3) float64,
+    """Volume, area and centres of ``faces`` (m, 3) int over ``vertices`` (n, 3) float,
     welded or not (only positions matter).
 
     The volume sums signed tetrahedra from each face to a corner of the part (not the origin,
-    which loses precision for parts far from it); faces are taken in chunks so the temporary
-    arrays stay small.
+    which loses precision for parts far from it). Faces are taken in chunks whose corners are
+    laid out coordinate by coordinate, (corner, axis, face) in float64: every step is then an
+    operation on contiguous rows that stay in the CPU cache.
     """
+    m = faces.shape[0]
     # float64 from here on, whatever the vertices are stored in
-    reference = vertices[faces[0, 0]].astype(np.float64) if faces.shape[0] else np.zeros(3)
+    reference = vertices[faces[0, 0]].astype(np.float64) if m else np.zeros(3)
     volume6 = 0.0
     area2 = 0.0
     volume_moment = np.zeros(3)
     area_moment = np.zeros(3)
-    zero_area = np.empty(faces.shape[0], bool)
-    for start in range(0, faces.shape[0], _CHUNK):
-        chunk = faces[start : start + _CHUNK]
-        # (c, 3) float64 corners relative to the reference point; np.take gathers rows much
+    zero_area = np.empty(m, bool)
+    size = min(m, _MEASURE_CHUNK)
+    corners_buffer = np.empty((3, 3, size))
+    edges_buffer = np.empty((2, 3, size))
+    normal_buffer = np.empty((3, size))
+    product_buffer = np.empty(size)
+    # STL corners are not shared: each face's three are a row of the vertices already
+    stacked = vertices.reshape(-1, 3, 3) if corners_unshared(faces, vertices.shape[0]) else None
+    for start in range(0, m, _MEASURE_CHUNK):
+        stop = min(start + _MEASURE_CHUNK, m)
+        count = stop - start
+        # (3 corners, 3 axes, count) relative to the reference point; np.take gathers rows much
         # faster than fancy indexing
-        p0, p1, p2 = (
-            np.take(vertices, chunk[:, corner], axis=0) - reference for corner in range(3)
-        )
-        e1 = p1 - p0
-        e2 = p2 - p0
-        normal = np.empty_like(e1)
-        normal[:, 0] = e1[:, 1] * e2[:, 2] - e1[:, 2] * e2[:, 1]
-        normal[:, 1] = e1[:, 2] * e2[:, 0] - e1[:, 0] * e2[:, 2]
-        normal[:, 2] = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-        twice_area = np.sqrt(np.einsum("ij,ij->i", normal, normal))
-        six_volume = np.einsum("ij,ij->i", p0, normal)
-        corner_sum = p0
-        corner_sum += p1
-        corner_sum += p2
+        corners = corners_buffer[:, :, :count]
+        if stacked is None:
+            gathered = np.take(vertices, faces[start:stop], axis=0)
+        else:
+            gathered = stacked[start:stop]
+        np.subtract(gathered.transpose(1, 2, 0), reference[:, None], out=corners)
+        del gathered
+        edge = edges_buffer[:, :, :count]
+        np.subtract(corners[1:], corners[0], out=edge)
+        (x1, y1, z1), (x2, y2, z2) = edge
+        normal = normal_buffer[:, :count]
+        product = product_buffer[:count]
+        for axis, (a1, b2, b1, a2) in enumerate(
+            ((y1, z2, z1, y2), (z1, x2, x1, z2), (x1, y2, y1, x2))
+        ):
+            np.multiply(a1, b2, out=normal[axis])
+            np.multiply(b1, a2, out=product)
+            normal[axis] -= product
+        twice_area = np.einsum("ij,ij->j", normal, normal)
+        np.sqrt(twice_area, out=twice_area)
+        six_volume = np.einsum("ij,ij->j", corners[0], normal)
+        corner_sum = corners.sum(axis=0)
         volume6 += float(six_volume.sum())
         area2 += float(twice_area.sum())
-        volume_moment += six_volume @ corner_sum
-        area_moment += twice_area @ corner_sum
-        zero_area[start : start + chunk.shape[0]] = twice_area < 2 * tol.degenerate_area
+        volume_moment += corner_sum @ six_volume
+        area_moment += corner_sum @ twice_area
+        np.less(twice_area, 2 * tol.degenerate_area, out=zero_area[start:stop])
     # a tetrahedron's centroid is the mean of its corners (the reference is one of them)
     return Measures(
         signed_volume=volume6 / 6,
@@ -544,15 +263,22 @@ def check_mesh(
         edges = analyse_edges(solid_faces, vertex_count)
         bodies = count_bodies(solid_faces, edges, vertex_count)
         duplicate_count = count_duplicate_faces(solid_faces, vertex_count)
+        open_count = int(edges.open_edges.shape[0])
+        non_manifold_count = int(edges.non_manifold_edges.shape[0])
+        inconsistent_count = int(edges.inconsistent_edges.shape[0])
+        # what a tool that keeps collapsed faces (trimesh, for one) counts
+        with_collapsed = (
+            count_non_manifold_with(edges, welded[collapsed], vertex_count)
+            if collapsed.any()
+            else non_manifold_count
+        )
+        del edges, solid_faces
         measures = measuring.result() if measuring else measure(vertices, faces, tol)
 
-    open_count = int(edges.open_edges.shape[0])
-    non_manifold_count = int(edges.non_manifold_edges.shape[0])
-    inconsistent_count = int(edges.inconsistent_edges.shape[0])
     collapsed_count = int(np.count_nonzero(collapsed))
     zero_area_count = int(np.count_nonzero(measures.zero_area & ~collapsed))
     closed = open_count == 0 and inconsistent_count == 0
-    bbox_min, bbox_max = _bounds(welded_vertices)
+    bbox_min, bbox_max = bounds(welded_vertices)
     size = bbox_max - bbox_min
     metrics.vertices = vertex_count
     metrics.bodies = bodies
@@ -605,7 +331,7 @@ def check_mesh(
             signed_volume_mm3=measures.signed_volume,
         )
     if metrics.degenerate_faces:
-        _add_degenerate(report, welded, vertex_count, collapsed_count, zero_area_count)
+        _add_degenerate(report, collapsed_count, zero_area_count, with_collapsed)
     if duplicate_count:
         report.add(
             Code.DUPLICATE_FACES,
@@ -625,7 +351,7 @@ def check_mesh(
 
 
 def _add_degenerate(
-    report: GeometryReport, welded: np.ndarray, vertex_count: int, collapsed: int, zero_area: int
+    report: GeometryReport, collapsed: int, zero_area: int, non_manifold_with_collapsed: int
 ) -> None:
     values = {"faces": collapsed + zero_area, "collapsed": collapsed, "zero_area": zero_area}
     message = f"{collapsed + zero_area} faces have (nearly) no area."
@@ -634,10 +360,7 @@ def _add_degenerate(
             f" {collapsed} of them have two corners at one point; they were left out of the "
             "edge checks."
         )
-        # what a tool that keeps collapsed faces (trimesh, for one) counts
-        values["non_manifold_edges_with_collapsed"] = int(
-            analyse_edges(welded, vertex_count).non_manifold_edges.shape[0]
-        )
+        values["non_manifold_edges_with_collapsed"] = non_manifold_with_collapsed
     report.add(Code.DEGENERATE_FACES, Severity.WARN, message, **values)
 
 
