@@ -22,7 +22,15 @@ from sqlalchemy.sql.dml import Update
 
 from dgml.errors import Conflict, NotFound
 from dgml.settings import Settings
-from router.agent_offers import DesignRef, FileEntry, design_ref, order_files
+from router.agent_offers import (
+    DesignRef,
+    Extents,
+    FileEntry,
+    design_ref,
+    order_files,
+    part_size,
+    reports_of,
+)
 from router.lifecycle import add_event, request_placement, set_line_state
 from router.models import (
     Job,
@@ -57,6 +65,8 @@ class JobPublic(BaseModel):
     quantity: int
     params: dict[str, Any]
     files: list[FileEntry]
+    # The part's bounding box in mm, as offers give it (router.agent_offers).
+    extents_mm: Extents | None
     delivery: dict[str, Any] | None
     result: dict[str, Any] | None
     reason: str | None
@@ -74,6 +84,7 @@ class OfferDecision(BaseModel):
 def job_public(session: Session, job: Job) -> JobPublic:
     order = session.get(Order, job.line.order_id)
     assert order is not None
+    files = order_files(session, order)
     return JobPublic(
         id=job.id,
         offer_id=job.offer_id,
@@ -88,7 +99,8 @@ def job_public(session: Session, job: Job) -> JobPublic:
         material=order.material,
         quantity=job.offer.quantity,
         params=order.params or {},
-        files=order_files(session, order),
+        files=files,
+        extents_mm=part_size(files, reports_of(session, files)),
         delivery=order.delivery if job.state in SHOWS_DELIVERY else None,
         result=job.result,
         reason=job.reason,

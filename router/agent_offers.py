@@ -1,9 +1,16 @@
-"""What an agent sees of an order: the files to make, the offer (never delivery data), and the
-open offers a claim answers.
+"""What an agent sees of an order: the files to make, the part's size, the offer (never delivery
+data), and the open offers a claim answers.
 
 Files are named by path, sha256 and size, with the registry's download URL (relative to the
 hub), so the agent fetches them over the same HTTPS it talks to and checks every byte against
 the hash before it makes anything.
+
+The part's size (``extents_mm``) is read from the stored geometry reports of the files the order
+makes, the ones placement sized the part by (:func:`router.routing.part_of`): nothing is measured
+again here. One model file: the box its report gives (x, y, z). Several: the box placement sizes
+them by, each file's sizes sorted and the largest of each rank kept (every file fits it in turn).
+None when a report is missing (a newer checker has not seen the file yet) or gives no size: the
+agent then leaves the fit to its slicer.
 """
 
 from __future__ import annotations
@@ -17,8 +24,8 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.models import Build, Design, Version
-from registry.validation import reader_for
+from registry.models import Build, Design, GeometryReportRow, Version
+from registry.validation import reader_for, reports_for
 from router.models import Offer, OfferState, Order
 
 API = "/api/v1"
@@ -27,6 +34,10 @@ API = "/api/v1"
 OUTLINE_SUFFIXES = frozenset({".dxf", ".svg"})
 # A claim answers at most this many offers; the rest come with the next claim.
 CLAIM_LIMIT = 50
+# A part's bounding box in mm: x, y, z for one file, sorted sizes for several.
+Extents = tuple[float, float, float]
+# A geometry report's key: the file's sha256 and the reader its extension chose.
+ReportKey = tuple[str, str]
 
 
 class FileEntry(BaseModel):
@@ -56,6 +67,8 @@ class OfferPublic(BaseModel):
     params: dict[str, Any]
     expires_at: datetime
     files: list[FileEntry]
+    # The part's bounding box in mm (see the module notes); None when not known.
+    extents_mm: Extents | None
 
 
 def is_model_file(path: str) -> bool:
@@ -98,6 +111,48 @@ def order_files(session: Session, order: Order) -> list[FileEntry]:
     ]
 
 
+def _report_keys(files: list[FileEntry]) -> dict[ReportKey, None]:
+    """The ``(sha256, reader)`` of each file a geometry report is made of, in order."""
+    keys: dict[ReportKey, None] = {}
+    for f in files:
+        reader = reader_for(f.path)
+        if reader is not None:
+            keys[(f.sha256, reader)] = None
+    return keys
+
+
+def part_size(
+    files: list[FileEntry], reports: dict[ReportKey, GeometryReportRow]
+) -> Extents | None:
+    """The part's bounding box from the reports of its files (see the module notes)."""
+    sizes: list[list[float]] = []
+    for key in _report_keys(files):
+        row = reports.get(key)
+        size = ((row.report.get("metrics") or {}).get("size_mm")) if row is not None else None
+        if not isinstance(size, list) or len(size) != 3:
+            return None
+        try:
+            sizes.append([float(v) for v in size])
+        except (TypeError, ValueError):
+            return None
+    if not sizes:
+        return None
+    box = sizes[0] if len(sizes) == 1 else [max(s) for s in zip(*map(sorted, sizes), strict=True)]
+    if not all(0 < v < float("inf") for v in box):
+        return None
+    return (round(box[0], 3), round(box[1], 3), round(box[2], 3))
+
+
+def reports_of(
+    session: Session, *file_lists: list[FileEntry]
+) -> dict[ReportKey, GeometryReportRow]:
+    """The stored geometry reports of the model files in these lists, in one query."""
+    keys: set[ReportKey] = set()
+    for files in file_lists:
+        keys.update(_report_keys(files))
+    return reports_for(session, keys)
+
+
 def design_ref(session: Session, order: Order) -> DesignRef:
     version = session.get(Version, order.version_id)
     assert version is not None
@@ -106,10 +161,20 @@ def design_ref(session: Session, order: Order) -> DesignRef:
     )
 
 
-def offer_public(session: Session, offer: Offer) -> OfferPublic:
+def offer_public(
+    session: Session,
+    offer: Offer,
+    files: list[FileEntry] | None = None,
+    reports: dict[ReportKey, GeometryReportRow] | None = None,
+) -> OfferPublic:
+    """The offer as its agent sees it (``files`` and ``reports`` when the caller has them)."""
     line = offer.line
     order = session.get(Order, line.order_id)
     assert order is not None
+    if files is None:
+        files = order_files(session, order)
+    if reports is None:
+        reports = reports_of(session, files)
     return OfferPublic(
         id=offer.id,
         order_id=order.id,
@@ -121,7 +186,8 @@ def offer_public(session: Session, offer: Offer) -> OfferPublic:
         quantity=offer.quantity,
         params=order.params or {},
         expires_at=offer.expires_at,
-        files=order_files(session, order),
+        files=files,
+        extents_mm=part_size(files, reports),
     )
 
 
@@ -137,4 +203,9 @@ def open_offers(session: Session, fablab_id: str, now: datetime) -> list[OfferPu
         .order_by(Offer.created_at, Offer.id)
         .limit(CLAIM_LIMIT)
     ).all()
-    return [offer_public(session, offer) for offer in offers]
+    files = [order_files(session, offer.line.order) for offer in offers]
+    reports = reports_of(session, *files)
+    return [
+        offer_public(session, offer, listed, reports)
+        for offer, listed in zip(offers, files, strict=True)
+    ]

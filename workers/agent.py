@@ -317,7 +317,11 @@ class Agent:
                 )
             elif record is None:
                 machines, reason = machines_for(
-                    self.config, self.tools, str(job["process"]), str(job["material"])
+                    self.config,
+                    self.tools,
+                    str(job["process"]),
+                    str(job["material"]),
+                    job.get("extents_mm"),
                 )
                 if reason is not None:
                     self.hub.fail(int(job["id"]), f"this agent cannot make it: {reason}")

@@ -1,10 +1,12 @@
 """Which of the lab's machines can make an offer, and the journal's record of a hub job.
 
-An offer names a process, a material and files; the part's extents when the hub sends them.
-A machine can make it when the config gives it that process and material, the tools its
-process needs were found at start-up (:func:`workers.tools.usable_machines`), and the part
-fits its build volume with the axes matched by size (the slicer checks the exact fit later).
-The first test that leaves no machine is the reason sent with the decline, in one sentence.
+An offer names a process, a material, files and the part's extents (``extents_mm``, the box
+of the hub's geometry reports; null while the hub has none). A machine can make it when the
+config gives it that process and material, the tools its process needs were found at start-up
+(:func:`workers.tools.usable_machines`), and the part fits its build volume with the axes
+matched by size (the slicer checks the exact fit later); a job taken up from the hub's list is
+checked the same way. The first test that leaves no machine is the reason sent with the
+decline, in one sentence.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Fixtures for the job agent against a live hub: a hub with short claims and leases, a design
 pushed and a fablab registered through the API, offers written straight to the database (what
-placement would write), agent configs on disk, and a proxy that can answer 500 for a while.
+placement would write), agent configs on disk, and a proxy that can answer 500 for a while;
+PrusaSlicer and OctoPrint come from tests/workers.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ import pytest
 from dgml.settings import Settings
 from tests.agent.proxy import Proxy, start_proxy
 from tests.agent.world import HubWorld, make_hub_world
-from tests.workers.conftest import counting_slicer, prusa_slicer  # noqa: F401 - fixtures
+from tests.workers.conftest import (  # noqa: F401 - fixtures
+    counting_slicer,
+    octoprint,
+    octoprint_server,
+    prusa_slicer,
+)
 from workers.agent import Agent
 from workers.agent_reports import LoopOptions
 from workers.config import AgentConfig, parse_config
@@ -82,9 +88,10 @@ def config_text(
     slicer: str = "prusa-slicer",
     max_parallel_jobs: int = 1,
     driver: str = "simulator",
+    volume: str = "[250, 210, 210]",
 ) -> str:
-    """One FDM machine taking PLA and PETG: simulated, or a hotfolder ``jobs`` beside the
-    config (``driver="hotfolder"``)."""
+    """One FDM machine taking PLA and PETG with a ``volume`` bed (mm): simulated, or a
+    hotfolder ``jobs`` beside the config (``driver="hotfolder"``)."""
     options = 'path = "jobs"' if driver == "hotfolder" else simulator
     return f"""
 [agent]
@@ -98,7 +105,7 @@ prusa_slicer = "{slicer}"
 name = "mk3"
 process = "fdm"
 materials = ["PLA", "PETG"]
-build_volume_mm = [250, 210, 210]
+build_volume_mm = {volume}
 nozzle_mm = 0.4
 driver = "{driver}"
 

@@ -75,17 +75,20 @@ class HubWorld:
         material: str = "pla",
         quantity: int = 1,
         expires_in: float = 300,
+        version_id: int | None = None,
     ) -> Placed:
-        """An order of one line with an open offer to the fablab, and its agent woken."""
+        """An order of one line with an open offer to the fablab, and its agent woken (of
+        alice's bracket unless ``version_id`` names another version)."""
         with write_session(self.sessions) as session:
             maker = session.scalar(select(User).where(User.name == self.maker.name))
-            assert maker is not None
+            version = session.get(Version, version_id or self.version_id)
+            assert maker is not None and version is not None
             order = Order(
                 owner_id=maker.id,
                 idempotency_key=uuid.uuid4().hex,
                 request_hash="0" * 64,
-                design_id=self.design_id,
-                version_id=self.version_id,
+                design_id=version.design_id,
+                version_id=version.id,
                 process=process,
                 material=material,
                 quantity=quantity,
