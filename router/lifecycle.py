@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dgml import outbox
@@ -117,4 +118,17 @@ def request_placement(
         PLACE_TOPIC,
         key=f"place-{line.id}-{line.attempt}",
         payload={"line_id": line.id, "attempt": line.attempt},
+    )
+
+
+def lock_lines(session: Session, order_id: int) -> list[OrderLine]:
+    """The order's lines, locked and read afresh, by number (lock the order first)."""
+    return list(
+        session.scalars(
+            select(OrderLine)
+            .where(OrderLine.order_id == order_id)
+            .order_by(OrderLine.number)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).all()
     )

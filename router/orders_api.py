@@ -27,8 +27,8 @@ from registry.models import Design, User, Version
 from registry.pagination import keyset_page
 from registry.web import Cursor, RequestId, page_size
 from router import facts, orders, routing
-from router.lifecycle import add_event, refresh_order, set_line_state
-from router.models import Fablab, Offer, OfferState, Order, OrderEvent, OrderLine, OrderState
+from router.lifecycle import add_event, lock_lines, refresh_order, set_line_state
+from router.models import Fablab, Offer, OfferState, Order, OrderEvent, OrderState
 from router.notify import notify_offer
 
 router = APIRouter(prefix="/api/v1", tags=["orders"])
@@ -233,13 +233,7 @@ def cancel(session: Session, order_id: int, user_id: int) -> list[str]:
         raise NotFound(f"no order {order_id}")
     if order.owner_id != user_id:
         raise Forbidden("only the maker who placed an order may cancel it")
-    lines = session.scalars(
-        select(OrderLine)
-        .where(OrderLine.order_id == order.id)
-        .order_by(OrderLine.number)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).all()
+    lines = lock_lines(session, order.id)
     cancellable = [line for line in lines if OrderState(line.state) in _CANCELLABLE]
     at_fablab = [line for line in lines if OrderState(line.state) in _AT_FABLAB]
     if not cancellable:

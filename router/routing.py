@@ -43,7 +43,7 @@ from registry import validation
 from registry.models import Build
 from router import directory, facts, geo, placement
 from router.decision import Decision
-from router.lifecycle import add_event, set_line_state
+from router.lifecycle import add_event, lock_lines, set_line_state
 from router.models import Fablab, Offer, Order, OrderLine, OrderState
 from router.notify import notify_offer
 from router.records import OrderRequest
@@ -272,14 +272,8 @@ def locked_line(session: Session, line_id: int) -> OrderLine | None:
     )
     if order is None:
         return None
-    lines = session.scalars(
-        select(OrderLine)
-        .where(OrderLine.order_id == order.id)
-        .order_by(OrderLine.number)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).all()
-    set_committed_value(order, "lines", list(lines))
+    lines = lock_lines(session, order.id)
+    set_committed_value(order, "lines", lines)
     return next((line for line in lines if line.id == line_id), None)
 
 
