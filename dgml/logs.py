@@ -183,6 +183,10 @@ def logging_config(log_format: LogFormat = "json", level: str = "INFO") -> dict[
             "uvicorn.access": dict(plain),
             "rq.worker": dict(plain),
             "alembic": {**plain, "level": "WARNING"},
+            # A line per HTTP request the hub's own clients make (the demo's, the agents') is
+            # noise next to the server's request log; their failures still show.
+            "httpx": {**plain, "level": "WARNING"},
+            "httpcore": {**plain, "level": "WARNING"},
         },
     }
 

@@ -160,8 +160,10 @@ def decision_texts(doc: dict[str, Any]) -> list[str]:
         why = details.get(reason) or REJECTIONS.get(reason) or reason
         said = why if why.startswith(reason) else f"{why} ({reason})"
         texts.append(f"{count} not chosen: {escape(said)}")
-    if decision.get("unassigned"):
-        texts.append(f"{decision['unassigned']} parts found no fablab with room for them")
+    unassigned = decision.get("unassigned") or 0
+    if unassigned and decision.get("winner"):
+        part = "1 part" if unassigned == 1 else f"{unassigned} parts"
+        texts.append(f"{part} found no fablab with room: left unplaceable")
     return texts
 
 
