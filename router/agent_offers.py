@@ -22,11 +22,12 @@ from urllib.parse import quote
 
 from pydantic import BaseModel
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
-from registry.models import Build, Design, GeometryReportRow, Version
-from registry.validation import reader_for, reports_for
-from router.models import Offer, OfferState, Order
+from registry.models import Build
+from registry.validation import reader_for
+from router import facts
+from router.models import Offer, OfferState, Order, OrderLine
 
 API = "/api/v1"
 # Flat outlines for laser and CNC cutting: model files for those processes, though they have
@@ -76,19 +77,17 @@ def is_model_file(path: str) -> bool:
     return reader_for(path) is not None or PurePosixPath(path).suffix.lower() in OUTLINE_SUFFIXES
 
 
-def _version_base(design: Design, version: Version) -> str:
-    return (
-        f"{API}/designs/{quote(design.owner.name)}/{quote(design.name)}/versions/{version.number}"
-    )
+def _version_base(version: facts.VersionFacts) -> str:
+    return f"{API}/designs/{quote(version.owner)}/{quote(version.name)}/versions/{version.number}"
 
 
 def order_files(session: Session, order: Order) -> list[FileEntry]:
     """The files the order makes: its parametric build's, else the version's model files (or
     the paths the order names)."""
-    version = session.get(Version, order.version_id)
+    version = facts.version(session, order.version_id)
     if version is None:  # versions are never deleted; a dangling order is a bug elsewhere
         return []
-    base = _version_base(version.design, version)
+    base = _version_base(version)
     if order.build_id is not None:
         build = session.get(Build, order.build_id)
         if build is None:
@@ -122,7 +121,7 @@ def _report_keys(files: list[FileEntry]) -> dict[ReportKey, None]:
 
 
 def part_size(
-    files: list[FileEntry], reports: dict[ReportKey, GeometryReportRow]
+    files: list[FileEntry], reports: dict[ReportKey, facts.ReportFacts]
 ) -> Extents | None:
     """The part's bounding box from the reports of its files (see the module notes)."""
     sizes: list[list[float]] = []
@@ -145,27 +144,25 @@ def part_size(
 
 def reports_of(
     session: Session, *file_lists: list[FileEntry]
-) -> dict[ReportKey, GeometryReportRow]:
-    """The stored geometry reports of the model files in these lists, in one query."""
+) -> dict[ReportKey, facts.ReportFacts]:
+    """The stored geometry reports of the model files in these lists (at most one query)."""
     keys: set[ReportKey] = set()
     for files in file_lists:
         keys.update(_report_keys(files))
-    return reports_for(session, keys)
+    return facts.reports(session, keys)
 
 
 def design_ref(session: Session, order: Order) -> DesignRef:
-    version = session.get(Version, order.version_id)
-    assert version is not None
-    return DesignRef(
-        owner=version.design.owner.name, name=version.design.name, version=version.number
-    )
+    version = facts.version(session, order.version_id)
+    assert version is not None  # versions are never deleted
+    return DesignRef(owner=version.owner, name=version.name, version=version.number)
 
 
 def offer_public(
     session: Session,
     offer: Offer,
     files: list[FileEntry] | None = None,
-    reports: dict[ReportKey, GeometryReportRow] | None = None,
+    reports: dict[ReportKey, facts.ReportFacts] | None = None,
 ) -> OfferPublic:
     """The offer as its agent sees it (``files`` and ``reports`` when the caller has them)."""
     line = offer.line
@@ -193,8 +190,10 @@ def offer_public(
 
 def open_offers(session: Session, fablab_id: str, now: datetime) -> list[OfferPublic]:
     """The fablab's open, unexpired offers, oldest first."""
-    offers = session.scalars(
-        select(Offer)
+    rows = session.execute(
+        select(Offer, Order)
+        .join(OrderLine, OrderLine.id == Offer.line_id)
+        .join(Order, Order.id == OrderLine.order_id)
         .where(
             Offer.fablab_id == fablab_id,
             Offer.state == OfferState.OPEN,
@@ -202,8 +201,10 @@ def open_offers(session: Session, fablab_id: str, now: datetime) -> list[OfferPu
         )
         .order_by(Offer.created_at, Offer.id)
         .limit(CLAIM_LIMIT)
+        .options(lazyload(Order.lines))
     ).all()
-    files = [order_files(session, offer.line.order) for offer in offers]
+    offers = [offer for offer, _ in rows]
+    files = [order_files(session, order) for _, order in rows]
     reports = reports_of(session, *files)
     return [
         offer_public(session, offer, listed, reports)
