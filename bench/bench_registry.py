@@ -16,7 +16,9 @@ in several threads in a child process): the same concurrency and duration agains
 bare app, alternately, for several rounds; the medians give a ratio dgml / bare. Uploads push a
 fresh 50 MiB file several times (new content each time, so deduplication cannot help) and are
 compared with writing the same bytes to a file in the same data dir with flush and fsync, as the
-blob store does.
+blob store does; beside them, two routes of the bare app that only read the body, or read and
+hash it, show the floor of the HTTP stack (``registry_uploads.py``). ``--uploads-only`` skips
+the downloads.
 
 A table goes to stdout and the figures to ``bench/results/registry.json``. The goals are printed
 with each figure (OK or BELOW); the exit code is 0 whatever the figures are, and non-zero only
@@ -47,6 +49,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+import registry_uploads as uploads
 
 HOST = "127.0.0.1"
 MIB = 1024 * 1024
@@ -275,6 +279,7 @@ def serve_bare(spec_path: Path, port: int) -> None:
         body = Path(route["file"]).read_bytes()
         app.add_api_route(route["path"], endpoint_for(body, route["media_type"]), methods=["GET"])
     app.add_api_route("/healthz", endpoint_for(b'{"status":"ok"}', "application/json"))
+    uploads.add_floor_routes(app)
     # The same server settings as ``dgml up`` (dgml/stack.py).
     config = uvicorn.Config(app, host=HOST, port=port, log_level="info", access_log=False)
     uvicorn.Server(config).run()
@@ -472,7 +477,7 @@ class Figure:
             "ratio": round(self.ratio, 3),
             "goal": self.goal,
             "status": self.status,
-            **self.extra,
+            **{key: value for key, value in self.extra.items() if key != "summary"},
         }
 
 
@@ -548,54 +553,56 @@ def fmt_ms(value: float | None) -> str:
     return f"{value:7.2f} ms" if value is not None else "      ? ms"
 
 
-def disk_write(directory: Path, data: bytes) -> float:
-    path = directory / f"disk-{uuid.uuid4().hex}"
+def post_body(port: int, path: str, data: bytes) -> float:
+    """POST ``data`` as the whole body; returns the wall time until the answer was read."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=300)
     try:
         started = time.perf_counter()
-        with path.open("wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        return time.perf_counter() - started
+        conn.putrequest("POST", path)
+        conn.putheader("Content-Type", "application/octet-stream")
+        conn.putheader("Content-Length", str(len(data)))
+        conn.endheaders()
+        conn.send(data)
+        response = conn.getresponse()
+        answer = response.read()
+        elapsed = time.perf_counter() - started
     finally:
-        path.unlink(missing_ok=True)
+        conn.close()
+    if response.status != 201:
+        raise BenchError(f"POST {path} answered {response.status}: {answer[:300]!r}")
+    return elapsed
 
 
-def measure_uploads(port: int, token: str, data_dir: Path, reps: int) -> Figure:
-    size = 50 * MIB
-    disk_dir = data_dir / "bench-disk"
-    disk_dir.mkdir(exist_ok=True)
-    # Untimed, as the setup push was for the registry: the first write into a new directory
-    # is consistently slower than the following ones.
-    disk_write(disk_dir, os.urandom(size))
-    upload_rates: list[float] = []
-    disk_rates: list[float] = []
-    for rep in range(reps):
-        data = os.urandom(size)  # new content every time: no deduplication
-        expected = hashlib.sha256(data).hexdigest()
+def measure_uploads(
+    port: int, token: str, data_dir: Path, args: argparse.Namespace, hub_pid: int, bare_port: int
+) -> Figure:
+    def push_fresh(data: bytes) -> float:
+        elapsed, version = push(port, token, [(f"upload/{uuid.uuid4().hex}.bin", data)])
+        if version["files"][0]["sha256"] != hashlib.sha256(data).hexdigest():
+            raise BenchError("the registry stored other bytes than those pushed")
+        return elapsed
 
-        def upload(data: bytes = data, expected: str = expected) -> float:
-            elapsed, version = push(port, token, [(f"upload/{uuid.uuid4().hex}.bin", data)])
-            if version["files"][0]["sha256"] != expected:
-                raise BenchError("the registry stored other bytes than those pushed")
-            return size / MIB / elapsed
-
-        def disk(data: bytes = data) -> float:
-            return size / MIB / disk_write(disk_dir, data)
-
-        steps = [("upload", upload), ("disk", disk)]
-        for kind, step in steps if rep % 2 == 0 else steps[::-1]:
-            rate = step()
-            (upload_rates if kind == "upload" else disk_rates).append(rate)
-            log(f"  rep {rep + 1}/{reps} {kind:<6} {rate:8.1f} MiB/s")
-    shutil.rmtree(disk_dir, ignore_errors=True)
+    runs = uploads.measure(
+        push_fresh,
+        lambda path, data: post_body(bare_port, path, data),
+        data_dir / "bench-disk",
+        args.upload_reps,
+        hub_pid,
+        log,
+    )
+    shutil.rmtree(data_dir / "bench-disk", ignore_errors=True)
     return Figure(
         name="50 MiB upload (push)",
         unit="MiB/s",
-        dgml=upload_rates,
-        base=disk_rates,
+        dgml=runs.rates["upload"],
+        base=runs.rates["disk"],
         goal=UPLOAD_GOAL,
         baseline="write + flush + fsync of the same bytes in the same data dir",
+        extra={
+            "hub_cpu_ms_per_push": round(statistics.mean(runs.hub_cpu_ms), 1),
+            "floors": runs.floors(),
+            "summary": uploads.summary(runs, UPLOAD_GOAL),
+        },
     )
 
 
@@ -607,11 +614,14 @@ def print_table(
     )
     print()
     threads = f", {args.threads} threads" if client.kind == "wrk" else ""
-    print(
-        f"dgml registry benchmark: {client.version}, {args.connections} connections{threads}, "
-        f"{args.duration:g} s x {args.rounds} rounds per figure (medians); "
-        f"uploads: {args.upload_reps} x 50 MiB"
-    )
+    if args.uploads_only:
+        print(f"dgml registry benchmark, uploads only: {args.upload_reps} x 50 MiB (medians)")
+    else:
+        print(
+            f"dgml registry benchmark: {client.version}, {args.connections} connections{threads}, "
+            f"{args.duration:g} s x {args.rounds} rounds per figure (medians); "
+            f"uploads: {args.upload_reps} x 50 MiB"
+        )
     print(
         f"goals: metadata and downloads >= {DOWNLOAD_GOAL} of the bare FastAPI route; "
         f"uploads >= {UPLOAD_GOAL} of write+fsync to disk"
@@ -625,12 +635,16 @@ def print_table(
             f"{fig.ratio:>6.2f} {'>=' + str(fig.goal):>6}  {fig.status}"
         )
     print()
+    for fig in figures:
+        for line in fig.extra.get("summary", []):
+            print(line)
+    print()
     print("baselines: downloads - a bare FastAPI app under the same uvicorn settings answering")
     print("the same bytes from memory; upload - writing the same bytes to a file in the data")
-    print("dir with flush and fsync.")
+    print("dir with flush and fsync; floors - routes of that bare app reading the body.")
     cpus = os.cpu_count() or 1
     print(f"load average (1 min) before/after: {load[0]:.2f}/{load[1]:.2f} on {cpus} CPUs")
-    if client.kind == "httpx":
+    if client.kind == "httpx" and not args.uploads_only:
         print("note: without wrk the Python client may saturate before either server does, which")
         print("pulls every download ratio towards 1; install wrk for figures that can be trusted")
     if load[0] > cpus / 2:
@@ -726,10 +740,12 @@ def run(args: argparse.Namespace) -> int:
         )
         wait_ready(bare, bare_port, "/healthz", bare_log)
 
-        log(f"downloads with {client.version}")
-        figures = measure_downloads(client, dgml_port, bare_port, args)
+        figures = []
+        if not args.uploads_only:
+            log(f"downloads with {client.version}")
+            figures = measure_downloads(client, dgml_port, bare_port, args)
         log("uploads")
-        figures.append(measure_uploads(dgml_port, token, data_dir, args.upload_reps))
+        figures.append(measure_uploads(dgml_port, token, data_dir, args, hub.pid, bare_port))
 
         load_after = round(os.getloadavg()[0], 2)
         print_table(figures, client, args, (load_before, load_after))
@@ -750,7 +766,7 @@ def run(args: argparse.Namespace) -> int:
                 "duration_s": args.duration,
                 "rounds": args.rounds,
                 "upload_reps": args.upload_reps,
-                "upload_size_bytes": 50 * MIB,
+                "upload_size_bytes": uploads.UPLOAD_SIZE,
             },
             "goals": {"downloads_vs_bare": DOWNLOAD_GOAL, "uploads_vs_disk": UPLOAD_GOAL},
             "figures": [fig.as_dict() for fig in figures],
@@ -783,7 +799,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=4, help="open connections (4)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
     parser.add_argument("--rounds", type=int, default=3, help="dgml/bare rounds per figure (3)")
-    parser.add_argument("--upload-reps", type=int, default=5, help="50 MiB pushes (5)")
+    parser.add_argument("--upload-reps", type=int, default=7, help="50 MiB pushes (7)")
+    parser.add_argument(
+        "--uploads-only", action="store_true", help="skip the downloads (about 20 seconds)"
+    )
     parser.add_argument(
         "--client", choices=["auto", "wrk", "httpx"], default="auto", help="load generator"
     )

@@ -4,6 +4,14 @@ A blob lives at ``<root>/<aa>/<bb>/<sha256>``. Writers stream into a temporary f
 ``<root>/tmp`` while hashing, flush it to disk, then rename it into place: a reader never sees a
 partial blob, and identical content is stored once (the second writer drops its temporary file).
 Blobs are immutable; versions refer to them by hash.
+
+A large upload does not stay in the page cache: as each batch is written its writeback starts,
+and what was written :data:`DROP_LAG` bytes before it, on disk by then as a rule, is dropped
+from the cache (Linux; nothing waits for the disk), and at commit, after the fsync, the whole
+blob is. The upload thus cycles through a few megabytes of cache instead of growing it by its
+whole size, which would evict what downloads read (and, on a virtual machine whose memory the
+host backs lazily, makes every write land on never-touched, slow pages); the fsync at commit
+finds little left to write. Files smaller than the lag stay cached.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ from pathlib import Path
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 # sync_file_range(2) flag: start writing dirty pages back now, without waiting for them.
 _SYNC_FILE_RANGE_WRITE = 2
+# An upload's bytes this far behind the newest batch are dropped from the page cache.
+DROP_LAG = 8 * 1024 * 1024
 
 
 def _writeback_starter():
@@ -40,6 +50,13 @@ def _writeback_starter():
 _sync_file_range = _writeback_starter()
 
 
+def _drop_cached(fd: int, offset: int, length: int) -> None:
+    """Advise the kernel to drop these bytes' clean pages from the page cache (0: to the end).
+    A hint only: a file system that cannot take it leaves the upload as it is."""
+    with contextlib.suppress(OSError):
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
 @dataclass(frozen=True, slots=True)
 class StoredBlob:
     sha256: str
@@ -54,14 +71,15 @@ class BlobWriter:
         self._hash = hashlib.sha256()
         self.size = 0
         self._written = 0
+        self._dropped = 0  # the page cache was told to drop the bytes before this offset
         fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="upload-")
         self._file = os.fdopen(fd, "wb", buffering=0)
         self._tmp_path = Path(name)
         self._done = False
 
-    # A write comes in three parts, so that callers may hash and store in parallel threads:
-    # each of hash_chunk and store_chunk must see the chunks in order, but they need not wait
-    # for each other (both release the GIL on large chunks). Size caps are the caller's.
+    # Uploads hash and write batches (hash_batch, write_batch), each of the two in order but
+    # possibly in two threads at once; hub-made blobs go through count, hash_chunk and
+    # store_chunk (put). Size caps are the caller's.
 
     def count(self, size: int) -> None:
         self.size += size
@@ -76,19 +94,32 @@ class BlobWriter:
             self._written += written
             view = view[written:]
 
-    def hash_chunks(self, chunks: list[memoryview]) -> None:
+    def hash_batch(self, chunks: list[memoryview]) -> None:
         for chunk in chunks:
             self._hash.update(chunk)
 
-    def store_chunks(self, chunks: list[memoryview]) -> None:
-        """Write a batch, then start its writeback (the thread does not wait for the disk)."""
+    def write_batch(self, chunks: list[memoryview]) -> None:
+        """Write a batch in one system call; start its writeback, and drop from the page cache
+        what was written more than :data:`DROP_LAG` bytes before it (by then on disk as a rule;
+        pages still being written are left for :meth:`commit`)."""
         start = self._written
-        for chunk in chunks:
-            self.store_chunk(chunk)
-        if _sync_file_range is not None and self._written > start:
-            _sync_file_range(
-                self._file.fileno(), start, self._written - start, _SYNC_FILE_RANGE_WRITE
-            )
+        fd = self._file.fileno()
+        done = os.writev(fd, chunks)
+        self._written += done
+        if done < sum(len(chunk) for chunk in chunks):  # a short write: the rest one by one
+            for chunk in chunks:
+                if done >= len(chunk):
+                    done -= len(chunk)
+                    continue
+                self.store_chunk(chunk[done:])
+                done = 0
+        if _sync_file_range is None or self._written == start:
+            return
+        _sync_file_range(fd, start, self._written - start, _SYNC_FILE_RANGE_WRITE)
+        upto = start - DROP_LAG
+        if upto > self._dropped:
+            _drop_cached(fd, self._dropped, upto - self._dropped)
+            self._dropped = upto
 
     def read_back(self, limit: int) -> bytes:
         """What was written so far, up to ``limit`` bytes (before commit: from the temp file)."""
@@ -104,6 +135,8 @@ class BlobWriter:
         sha = self._hash.hexdigest()
         self._file.flush()
         os.fsync(self._file.fileno())
+        if self._dropped:  # a large upload: none of it stays in the page cache
+            _drop_cached(self._file.fileno(), 0, 0)
         self._file.close()
         final = self._store.path_for(sha)
         if final.exists():

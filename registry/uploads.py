@@ -4,27 +4,32 @@ The body is never held in memory nor spooled twice: each file part streams strai
 temporary blob while it is hashed, and the byte cap is enforced as the bytes arrive, so an
 oversized upload is refused with 413 without writing more than the cap. Nothing is renamed
 into the blob store until the whole form has been read and checked (:meth:`PushForm.commit`);
-on any error every temporary file is removed.
+on any error, a client that goes away included, every temporary file is removed.
+
+The event loop only receives and parses; file bytes go, as views into the received chunks
+(never copied), in batches to an :class:`~registry.upload_sink.UploadSink` that hashes and
+writes them in a thread while the next bytes arrive.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from python_multipart.multipart import MultipartParser
-from starlette.concurrency import run_in_threadpool
 
 from dgml.errors import DgmlError, Invalid, PayloadTooLarge
 from registry.blobs import BlobStore, BlobWriter, StoredBlob
 from registry.paths import check_path
+from registry.upload_sink import UploadSink
 
 TEXT_FIELDS = {"manifest", "message", "tag", "base"}
 MAX_TEXT_FIELD_BYTES = 1024 * 1024
+# A batch is handed to the sink at this size, or at this many views (one writev takes at
+# most IOV_MAX, 1024, buffers; a client that trickles its bytes makes many small chunks).
 BATCH_BYTES = 2 * 1024 * 1024
+BATCH_VIEWS = 256
 _PARAM_RE = re.compile(r';\s*([^=;\s]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 # HTML5 form encoding, which clients such as httpx and browsers use for names in
 # Content-Disposition, writes '"' and control characters as %XX.
@@ -90,8 +95,7 @@ class _FormReader:
     """The parser's callbacks for one push, and the batches of file bytes they produce.
 
     Callbacks run inside :meth:`MultipartParser.write` and must not block, so file bytes are
-    gathered into batches of :data:`BATCH_BYTES`; :func:`read_push_form` hashes and writes the
-    batches in worker threads while the next bytes arrive (hashing and writing release the GIL).
+    gathered into batches of :data:`BATCH_BYTES`, which :func:`read_push_form` hands to the sink.
     """
 
     def __init__(self, store: BlobStore, max_files: int) -> None:
@@ -165,7 +169,7 @@ class _FormReader:
         if self._writer is not None:
             self._pending.append(memoryview(data)[start:end])
             self._pending_size += end - start
-            if self._pending_size >= BATCH_BYTES:
+            if self._pending_size >= BATCH_BYTES or len(self._pending) >= BATCH_VIEWS:
                 self._flush()
             return
         self._text += memoryview(data)[start:end]
@@ -202,10 +206,7 @@ async def read_push_form(
     """Read a push's form from ``chunks``; raises 400, 413 or 422 with nothing left behind."""
     reader = _FormReader(store, max_files)
     parser = MultipartParser(boundary_from(content_type), reader.callbacks())
-    # File bytes are hashed in one worker thread and written in another while the loop reads
-    # the next bytes; each of the two takes the batches one at a time, in order.
-    hashing: asyncio.Future[None] | None = None
-    writing: asyncio.Future[None] | None = None
+    sink = UploadSink()
     received = 0
     try:
         async for chunk in chunks:
@@ -220,26 +221,23 @@ async def read_push_form(
                 raise
             except Exception as exc:  # the parser's own errors name no type we can rely on
                 raise MalformedForm(f"malformed multipart body: {exc}") from None
-            for writer, views, size in reader.batches:
-                writer.count(size)
-                if hashing is not None:
-                    await hashing
-                hashing = asyncio.ensure_future(run_in_threadpool(writer.hash_chunks, views))
-                if writing is not None:
-                    await writing
-                writing = asyncio.ensure_future(run_in_threadpool(writer.store_chunks, views))
-            reader.batches.clear()
+            if reader.batches:
+                _hand_over(reader, sink)
+                if sink.behind:
+                    await sink.wait()
         parser.finalize()
         if not reader.ended:
             raise MalformedForm("the body ended before the closing multipart boundary")
-        for pending in (hashing, writing):
-            if pending is not None:
-                await pending
+        _hand_over(reader, sink)
+        await sink.wait(drained=True)
     except BaseException:
-        for pending in (hashing, writing):
-            if pending is not None:
-                with contextlib.suppress(BaseException):
-                    await asyncio.shield(pending)
-        reader.form.abort()
+        await sink.discard(reader.form.abort)
         raise
     return reader.form
+
+
+def _hand_over(reader: _FormReader, sink: UploadSink) -> None:
+    for writer, views, size in reader.batches:
+        writer.count(size)
+        sink.put(writer, views, size)
+    reader.batches.clear()
