@@ -66,11 +66,16 @@ class Workers:
     running job finish its current step) and killed if they linger.
 
     ``queues`` holds one entry per worker: the queues it serves. Routing has workers of its
-    own, so that placements and sweeps never wait behind a long geometry check or build."""
+    own, so that placements and sweeps never wait behind a long geometry check or build. With
+    ``scheduler``, ``dgml scheduler`` runs beside them: the periodic sweeps and reconciler are
+    enqueued on time however busy the workers are."""
 
-    def __init__(self, settings: Settings, queues: list[tuple[str, ...]]) -> None:
+    def __init__(
+        self, settings: Settings, queues: list[tuple[str, ...]], *, scheduler: bool = False
+    ) -> None:
         self.settings = settings
         self.queues = queues
+        self.scheduler = scheduler
         self.children: list[subprocess.Popen] = []
 
     def __enter__(self) -> Workers:
@@ -81,11 +86,16 @@ class Workers:
             DGML_BLOB_DIR=str(self.settings.resolved_blob_dir),
             DGML_REDIS_URL=str(self.settings.redis_url),
         )
-        for served in self.queues:
-            options = [arg for name in served for arg in ("--queue", name)]
+        commands = [
+            ["worker", *(arg for name in served for arg in ("--queue", name))]
+            for served in self.queues
+        ]
+        if self.scheduler:
+            commands.append(["scheduler"])
+        for command in commands:
             self.children.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "dgml", "worker", *options],
+                    [sys.executable, "-m", "dgml", *command],
                     env=env,
                     stdin=subprocess.DEVNULL,
                     preexec_fn=die_with_parent,
@@ -126,7 +136,7 @@ def run_stack(settings: Settings, *, host: str, port: int) -> None:
         engine.dispose()
         queues = [VALIDATION_QUEUES] * settings.validation_workers
         queues += [ROUTE_QUEUES] * settings.route_workers
-        stack.enter_context(Workers(settings, queues))
+        stack.enter_context(Workers(settings, queues, scheduler=True))
         config = uvicorn.Config(
             create_app(settings),
             host=host,
